@@ -1,0 +1,136 @@
+"""The public API. The CLI only parses arguments and calls these functions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from plmkit.config import PretrainConfig, TrainConfig, build_config
+from plmkit.data.examples import Example
+from plmkit.errors import DataError
+from plmkit.io import atomic_path
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DEMO_SENTENCES = [
+    "早餐不好,服务不到位,晚餐无西餐,早餐晚餐相同,房间条件不好",
+    "房间应该超出30平米,是HK同级酒店中少有的大;重装之后,设备也不错.",
+]
+
+
+def pretrain(corpus: Sequence[str], output: str | Path, *, config: str | Path | None = None,
+             overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None) -> dict:
+    """Pretrain an encoder on `corpus` (text files or builtin:default); see plmkit.pretrain.run."""
+    from plmkit.pretrain.run import pretrain as run
+
+    return run(corpus, output, build_config(PretrainConfig, config, overrides), resume=resume, command=command)
+
+
+def train(train_data: str, output: str | Path, *, dev: str | None = None, config: str | Path | None = None,
+          overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None,
+          callbacks: Sequence[Callable] = ()) -> dict:
+    """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
+    from plmkit.train.finetune import train as run
+
+    cfg = build_config(TrainConfig, config, overrides)
+    return run(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
+
+
+def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, float]:
+    """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
+    from plmkit.train.finetune import evaluate as run
+
+    return run(model, data, encoding=encoding)
+
+
+def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
+    from plmkit.data.readers import read_examples
+
+    if path == "-":
+        examples = []
+        for n, line in enumerate(io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, errors="strict"), 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            text, _, text_pair = line.partition("\t") if pair else (line, "", "")
+            if pair and not text_pair:
+                raise DataError("expected TEXT<tab>TEXT_PAIR", path="<stdin>", line=n)
+            examples.append(Example(text=text, text_pair=text_pair or None, where=f"<stdin>:{n}"))
+        if not examples:
+            raise DataError("no input", path="<stdin>")
+        return examples
+    return read_examples(path, text_column=text_column, text_pair_column=pair_column if pair else None,
+                         label_column=None, encoding=encoding)
+
+
+def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
+    """JSONL or CSV by extension; written to a temporary file and renamed into place."""
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        if output.suffix.lower() == ".csv":
+            prob_keys = list(rows[0].get("probabilities", {})) if rows else []
+            base = [k for k in rows[0] if k != "probabilities"] if rows else ["text"]
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(base + [f"p({k})" for k in prob_keys])
+                for row in rows:
+                    w.writerow([row[k] for k in base] + [row["probabilities"][k] for k in prob_keys])
+        elif output.suffix.lower() in (".jsonl", ".json"):
+            with open(tmp, "w", encoding="utf-8") as f:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            raise DataError("unknown output type; use .jsonl or .csv", path=str(output))
+
+
+def predict(model: str | Path, *, input: str | None = None, text: str | None = None, text_pair: str | None = None,
+            output: str | Path | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+    """Predict for a file, standard input (`-`) or one text; rows in input order, written to `output` when given."""
+    from plmkit.train.finetune import load_trained, predict as run
+
+    loaded = load_trained(model)
+    _, _, task, meta = loaded
+    if text is not None:
+        examples = [Example(text=text, text_pair=text_pair)]
+    else:
+        examples = _read_predict_input(input, task.pair, encoding or "utf-8", meta["text_column"], meta["text_pair_column"])
+    rows = run(model, examples, loaded=loaded)
+    if output is not None:
+        write_predictions(rows, output)
+    return rows
+
+
+def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fine-tune the shipped Chinese encoder on review sentiment, beside a TF-IDF + logistic regression peer."""
+    from plmkit.data.builtin import load_builtin
+    from plmkit.peers import tfidf_logreg
+
+    started = time.time()
+    splits = {s: load_builtin(f"builtin:reviews:{s}") for s in ("train", "dev", "test")}
+    print(f"review sentiment: {len(splits['train'])} train, {len(splits['dev'])} dev, {len(splits['test'])} test")
+    peer = tfidf_logreg(splits["train"], splits["dev"], splits["test"])
+    print(f"peer (TF-IDF char 1-3-grams + logistic regression, C={peer['C']}): "
+          f"dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}  ({peer['seconds']}s)")
+    with tempfile.TemporaryDirectory(prefix="plmkit-demo-") as tmp:
+        model_dir = Path(output) if output else Path(tmp) / "model"
+        trained = train("builtin:reviews", model_dir, config=CONFIGS / "demo.yaml", overrides=overrides,
+                        command="plmkit demo" + (f" --output {output}" if output else ""))
+        test = evaluate(model_dir, "builtin:reviews:test")
+        predictions = predict(model_dir, input=None, text=DEMO_SENTENCES[0]) + predict(model_dir, text=DEMO_SENTENCES[1])
+    result = {
+        "dev_accuracy": trained["dev_metrics"].get("dev_accuracy"), "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"], "peer_dev_accuracy": peer["dev_accuracy"],
+        "peer_test_accuracy": peer["test_accuracy"], "seconds": round(time.time() - started, 1),
+        "predictions": predictions, "model": str(output) if output else None,
+    }
+    print(f"plmkit (default-zh fine-tuned): dev {result['dev_accuracy']:.4f}  test {result['test_accuracy']:.4f}")
+    print(f"peer:                           dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}")
+    for p in predictions:
+        print(f"  {p['label']:<9} {p['probabilities'][p['label']]:.3f}  {p['text']}")
+    print(f"total {result['seconds']}s" + (f"; model saved at {output}" if output else ""))
+    return result

@@ -1,0 +1,111 @@
+"""`plmkit <command>`: parses arguments and calls one function of the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from plmkit.errors import PlmkitError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plmkit", description="Adapt pretrained language models to NLP tasks, Chinese first.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="fine-tune the shipped Chinese encoder on review sentiment, with a peer beside it")
+    d.add_argument("--output", help="save the fine-tuned model directory here")
+    d.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
+    d.add_argument("overrides", nargs="*", metavar="key=value")
+
+    pt = sub.add_parser("pretrain", help="pretrain or continue pretraining an encoder on a corpus")
+    pt.add_argument("--arch", default=None, help="model family (bert)")
+    pt.add_argument("--corpus", nargs="+", default=["builtin:default"], help="text files (one line a document) or builtin:default")
+    pt.add_argument("--output", required=True)
+    pt.add_argument("--config", help="YAML recipe")
+    pt.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    pt.add_argument("overrides", nargs="*", metavar="key=value")
+
+    t = sub.add_parser("train", help="fine-tune a model for a task")
+    t.add_argument("--task", default=None, help="classification | pair | regression")
+    t.add_argument("--model", default=None, help="a model directory, a hub id, default-zh or minilm-en")
+    t.add_argument("--train", required=True, help="FILE (.csv .tsv .jsonl) or builtin:NAME")
+    t.add_argument("--dev", help="FILE or builtin:NAME:dev")
+    t.add_argument("--output", required=True)
+    t.add_argument("--config", help="YAML recipe")
+    t.add_argument("--encoding", default=None, help="input encoding, e.g. gbk")
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
+    t.add_argument("overrides", nargs="*", metavar="key=value")
+
+    e = sub.add_parser("evaluate", help="score a trained model on labelled data")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True, help="FILE or builtin:NAME[:split]")
+    e.add_argument("--encoding", default=None)
+    e.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("predict", help="label texts with a trained model")
+    pr.add_argument("--model", required=True)
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="FILE (.csv .tsv .jsonl .txt) or - for standard input (one text a line)")
+    src.add_argument("--text")
+    pr.add_argument("--text-pair")
+    pr.add_argument("--output", help="FILE.jsonl or FILE.csv; standard output when omitted")
+    pr.add_argument("--encoding", default=None)
+    return p
+
+
+def quiet_libraries() -> None:
+    """transformers' per-load reports and weight-loading bars drown plmkit's own output."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    command = "plmkit " + " ".join(shlex.quote(a) for a in argv)
+    quiet_libraries()
+    from plmkit import api
+    from plmkit.config import parse_overrides
+
+    try:
+        overrides = parse_overrides(getattr(args, "overrides", []) or [])
+        if args.command == "demo":
+            result = api.demo(output=args.output, overrides=overrides)
+        elif args.command == "pretrain":
+            if args.arch:
+                overrides["arch"] = args.arch
+            result = api.pretrain(args.corpus, args.output, config=args.config, overrides=overrides, resume=args.resume, command=command)
+            result = {k: result[k] for k in ("arch", "seconds", "parameters")} | {"final_loss": result["losses"][-1][1] if result["losses"] else None}
+        elif args.command == "train":
+            for key in ("task", "model", "encoding"):
+                if getattr(args, key):
+                    overrides[key] = getattr(args, key)
+            result = api.train(args.train, args.output, dev=args.dev, config=args.config, overrides=overrides, resume=args.resume, command=command)
+        elif args.command == "evaluate":
+            result = api.evaluate(args.model, args.data, encoding=args.encoding)
+            if not args.json:
+                for key, value in result.items():
+                    print(f"{key}: {value}")
+        elif args.command == "predict":
+            rows = api.predict(args.model, input=args.input, text=args.text, text_pair=args.text_pair,
+                               output=args.output, encoding=args.encoding)
+            if args.output is None:
+                for row in rows:
+                    print(json.dumps(row, ensure_ascii=False))
+            return 0
+    except PlmkitError as e:
+        print(f"plmkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"plmkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False) or args.command in ("evaluate",) and args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    return 0

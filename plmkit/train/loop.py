@@ -1,0 +1,217 @@
+"""The one training loop, on Hugging Face Accelerate: CPU, one GPU or many with `accelerate launch`.
+
+`train_loop` is everything between a model with a loss function and a trained model:
+mixed precision, gradient accumulation, length-bucketed batches, evaluation each epoch,
+the best checkpoint kept, early stopping, resume, and a hard stop on a non-finite loss.
+Checkpoints hold no pickled objects beyond the optimiser's and scheduler's state (loaded
+with `weights_only=True`): weights are safetensors, the loop's state JSON. Randomness is
+keyed by (seed, epoch, batch), so a resumed run replays the same batches and dropout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_model, save_model
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from plmkit.config import LoopConfig
+from plmkit.data.batching import BucketBatchSampler, EpochDataset
+from plmkit.errors import TrainingError
+from plmkit.io import atomic_dir, atomic_write_json, existing_dir
+from plmkit.train.optim import build_optimizer, build_schedule
+
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+EvalFn = Callable[[torch.nn.Module, Accelerator], dict[str, float]]
+Callback = Callable[["LoopState"], None]
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # current epoch
+    batches_done: int = 0  # batches consumed in the current epoch
+    best_metric: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: dev metrics, losses, seconds
+    losses: list[list[float]] = field(default_factory=list)  # [step, loss] every log_steps
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def resolve_precision(requested: str) -> str:
+    """`auto` uses bf16 only where it runs natively: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16/AMX. On CPUs without them bf16 is emulated and far slower than fp32."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return "no"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no"
+
+
+def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, state: LoopState) -> None:
+    with atomic_dir(path) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        atomic_write_json(tmp / "loop_state.json", state.__dict__)
+
+
+def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> LoopState:
+    load_model(model, str(path / "model.safetensors"))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    return LoopState(**json.loads((path / "loop_state.json").read_text()))
+
+
+def batch_seed(seed: int, epoch: int, batch: int) -> int:
+    return (seed * 1_000_003 + epoch) * 1_000_003 + batch
+
+
+def _is_better(value: float, best: float | None, greater_is_better: bool) -> bool:
+    return best is None or (value > best if greater_is_better else value < best)
+
+
+def train_loop(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    features: Sequence[dict[str, Any]],
+    lengths: Sequence[int],
+    collate: Callable[[list], dict[str, torch.Tensor]],
+    cfg: LoopConfig,
+    output_dir: str | Path,
+    *,
+    evaluate: EvalFn | None = None,
+    metric: str = "loss",
+    greater_is_better: bool = False,
+    save_best: Callable[[torch.nn.Module, LoopState], None] | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    param_groups: list[dict[str, Any]] | None = None,
+) -> LoopState:
+    """Train `model` on `features`; `loss_fn(model, batch)` returns the scalar loss.
+
+    After each epoch, `evaluate` returns dev metrics; when `metric` improves,
+    `save_best(model, state)` writes the model. A checkpoint for `resume` is kept in
+    `output_dir/checkpoint`.
+    """
+    output_dir = Path(output_dir)
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    dataset = EpochDataset(features)
+    sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.bucket_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    optimizer = build_optimizer(model, cfg, param_groups)
+    steps_per_epoch = math.ceil(len(sampler) / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    started = time.monotonic()
+    time_fraction = None
+    if cfg.time_budget_minutes:
+        time_fraction = lambda: (time.monotonic() - started) / (60 * cfg.time_budget_minutes)  # noqa: E731
+    scheduler = build_schedule(optimizer, cfg, total_steps, time_fraction)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    ckpt_path = output_dir / "checkpoint"
+    state = LoopState()
+    if resume:
+        found = existing_dir(ckpt_path)
+        if found is None:
+            raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
+        state = _load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
+        accelerator.print(f"resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batches_done})")
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _save_checkpoint(ckpt_path, accelerator.unwrap_model(model), optimizer, scheduler, state)
+
+    started = time.monotonic() - state.seconds
+    out_of_budget = lambda: (cfg.max_steps and state.step >= cfg.max_steps) or (  # noqa: E731
+        cfg.time_budget_minutes and time.monotonic() - started >= 60 * cfg.time_budget_minutes
+    )
+    while state.epoch < cfg.epochs and not out_of_budget():
+        sampler.set_epoch(state.epoch)
+        dataset.epoch = state.epoch
+        batches = accelerator.skip_first_batches(loader, state.batches_done) if state.batches_done else loader
+        model.train()
+        bar = tqdm(
+            total=len(loader), initial=state.batches_done, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+            disable=not (cfg.progress and accelerator.is_local_main_process), leave=False,
+        )
+        running, count = 0.0, 0
+        for batch in batches:
+            # dropout draws from a stream keyed by (seed, epoch, batch): a resumed run replays it exactly
+            torch.manual_seed(batch_seed(cfg.seed, state.epoch, state.batches_done))
+            with accelerator.accumulate(model):
+                loss = loss_fn(model, batch)
+                if not torch.isfinite(loss.detach()):
+                    raise TrainingError(
+                        f"loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                        "training stopped and nothing was saved from this step: lower lr or check the data"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state.batches_done += 1
+            running, count = running + loss.item(), count + 1
+            bar.update(1)
+            if accelerator.sync_gradients:
+                state.step += 1
+                if state.step % cfg.log_steps == 0:
+                    state.losses.append([state.step, running / count])
+                    bar.set_postfix(loss=f"{running / count:.4f}")
+                    running, count = 0.0, 0
+                state.seconds = time.monotonic() - started
+                if cfg.save_steps and state.step % cfg.save_steps == 0:
+                    checkpoint()
+                for callback in callbacks:
+                    callback(state)
+                if out_of_budget():
+                    break
+        bar.close()
+        finished_epoch = state.batches_done >= len(loader)
+        record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step}
+        if evaluate is not None:
+            model.eval()
+            with torch.no_grad():
+                record.update(evaluate(model, accelerator))
+            model.train()
+        state.seconds = time.monotonic() - started
+        record["seconds"] = round(state.seconds, 2)
+        state.history.append(record)
+        accelerator.print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        value = record.get(metric)
+        if value is not None and _is_better(value, state.best_metric, greater_is_better):
+            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+            if save_best is not None and accelerator.is_main_process:
+                save_best(accelerator.unwrap_model(model), state)
+        elif value is not None:
+            state.bad_epochs += 1
+        if finished_epoch:
+            state.epoch, state.batches_done = state.epoch + 1, 0
+        checkpoint()
+        if cfg.patience and state.bad_epochs >= cfg.patience:
+            state.stopped_early = True
+            accelerator.print(f"early stopping: no improvement in {metric} for {cfg.patience} epochs")
+            break
+    accelerator.wait_for_everyone()
+    return state

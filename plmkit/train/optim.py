@@ -1,0 +1,51 @@
+"""Optimiser parameter groups and learning-rate schedules."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from plmkit.config import LoopConfig
+from plmkit.errors import ConfigError
+
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def default_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weights, none on biases and layer norms."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith(_NO_DECAY) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: LoopConfig, groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+    groups = groups if groups is not None else default_param_groups(model, cfg.weight_decay)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def linear_warmup(progress: float, warmup: float) -> float:
+    """Multiplier at `progress` in [0, 1]: up from 0 to 1 over the first `warmup`, then linearly down to 0."""
+    if progress < warmup:
+        return progress / warmup
+    return max(0.0, (1.0 - progress) / max(1e-12, 1.0 - warmup))
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, cfg: LoopConfig, total_steps: int, time_fraction: Callable[[], float] | None = None
+) -> LambdaLR:
+    """`time_fraction`, when given, is the share of a time budget used so far: progress is then
+    whichever is further along, steps or time, so a run cut by its budget still decays to 0."""
+
+    def progress(step: int) -> float:
+        p = (step + 1) / max(1, total_steps)
+        return min(1.0, max(p, time_fraction()) if time_fraction is not None else p)
+
+    if cfg.schedule == "linear":
+        return LambdaLR(optimizer, lambda s: linear_warmup(progress(s), cfg.warmup_ratio))
+    if cfg.schedule == "constant":
+        return LambdaLR(optimizer, lambda s: 1.0)
+    raise ConfigError(f"schedule: unknown {cfg.schedule!r}; known: linear, constant")

@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny Chinese BERT (hidden 32, 2 layers) built here, and small data files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+POS, NEG = "好棒赞优美爱", "差坏烂糟恨丑"
+
+
+def toy_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """A separable task: texts made of 'good' characters or of 'bad' ones."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(["good", "bad"])
+        chars = POS if label == "good" else NEG
+        rows.append(("".join(rng.choice(chars) for _ in range(rng.randint(3, 12))) + "的东西", label))
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label"), delimiter=",") -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, records) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised BERT (hidden 32, 2 layers) with a WordPiece vocabulary trained here."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from plmkit.models.saving import save_model_dir
+    from plmkit.pretrain.tokenizer import train_wordpiece
+
+    corpus = ["".join(t for t, _ in toy_rows(50, s)) for s in range(20)]
+    corpus += ["我爱北京天安门 hello world 2024年，ＡＢＣ１２３。", "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸", "一二三四五六七八九十"] * 5
+    tokenizer = train_wordpiece(corpus, vocab_size=300)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny") / "tiny-bert"
+    save_model_dir(path, BertForMaskedLM(config), tokenizer)
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("toy")
+    rows = toy_rows(240, seed=1)
+    return {
+        "train": write_csv(d / "train.csv", rows[:160]),
+        "dev": write_jsonl(d / "dev.jsonl", [{"text": t, "label": l} for t, l in rows[160:200]]),
+        "test": write_csv(d / "test.tsv", rows[200:], delimiter="\t"),
+    }
