@@ -98,6 +98,10 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
                 return False
             raise ValueError(value)
+        if typ in (int, float, str) and (value is None or isinstance(value, (list, dict))):
+            raise ValueError(value)
+        if typ in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
         if typ is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)

@@ -15,6 +15,8 @@ from pathlib import Path
 from plmkit.data.examples import Example
 from plmkit.errors import DataError
 
+csv.field_size_limit(2**31 - 1)  # long documents are what truncation is for; the default cap is 128 KiB
+
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text"}
 
 
