@@ -109,6 +109,7 @@ def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = No
     """Fine-tune the shipped Chinese encoder on review sentiment, beside a TF-IDF + logistic regression peer."""
     from plmkit.data.builtin import load_builtin
     from plmkit.peers import tfidf_logreg
+    from plmkit.train.finetune import predict as predict_examples
 
     started = time.time()
     splits = {s: load_builtin(f"builtin:reviews:{s}") for s in ("train", "dev", "test")}
@@ -121,7 +122,7 @@ def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = No
         trained = train("builtin:reviews", model_dir, config=CONFIGS / "demo.yaml", overrides=overrides,
                         command="plmkit demo" + (f" --output {output}" if output else ""))
         test = evaluate(model_dir, "builtin:reviews:test")
-        predictions = predict(model_dir, input=None, text=DEMO_SENTENCES[0]) + predict(model_dir, text=DEMO_SENTENCES[1])
+        predictions = predict_examples(model_dir, [Example(text=t) for t in DEMO_SENTENCES])
     result = {
         "dev_accuracy": trained["dev_metrics"].get("dev_accuracy"), "test_accuracy": test["accuracy"],
         "test_macro_f1": test["macro_f1"], "peer_dev_accuracy": peer["dev_accuracy"],

@@ -106,6 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"plmkit {args.command}: interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False) or args.command in ("evaluate",) and args.json:
+    if getattr(args, "json", False) or args.command in ("train", "pretrain"):
         print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -52,12 +52,22 @@ def model_limit(config) -> int | None:
     return int(limit)
 
 
+def load_config(source: str, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        hint = "" if Path(source).is_dir() else " (a hub id needs a network; pass a local directory otherwise)"
+        raise ModelError(f"{source}: cannot load the model's config{hint}: {e}") from None
+
+
 def load_tokenizer(source: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise ModelError(f"{source}: cannot load a tokenizer: {e}") from None
     if not getattr(tok, "is_fast", False):
         raise ModelError(f"{source}: plmkit needs a fast (tokenizers) tokenizer")

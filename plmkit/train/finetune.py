@@ -15,7 +15,7 @@ from plmkit.data.examples import Example
 from plmkit.data.readers import read_examples
 from plmkit.data.truncation import encode
 from plmkit.errors import ConfigError, DataError, ModelError
-from plmkit.models.encoders import check_tokenizer_matches, load_tokenizer, model_limit, read_plmkit_meta, resolve_model
+from plmkit.models.encoders import check_tokenizer_matches, load_config, load_tokenizer, model_limit, read_plmkit_meta, resolve_model
 from plmkit.models.saving import save_model_dir
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Task, collate_encoded
@@ -96,8 +96,6 @@ def _check_limits(source: str, cfg: TrainConfig, model_config, tokenizer) -> Non
 def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: str | None = None, resume: bool = False,
           command: str | None = None, callbacks: Sequence[Callable[[LoopState], None]] = ()) -> dict[str, Any]:
     """Fine-tune `cfg.model` for `cfg.task` on `train_spec`; the best model (by dev metric) is saved at `output`."""
-    from transformers import AutoConfig
-
     task = TASKS.get(cfg.task)
     output = Path(output)
     started = time.time()
@@ -117,8 +115,8 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
         train_y, dev_y = [float(ex.label) for ex in train_ex], [float(ex.label) for ex in dev_ex]
 
     source = resolve_model(cfg.model)
+    model_config = load_config(source, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    model_config = AutoConfig.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     _check_limits(source, cfg, model_config, tokenizer)
     torch.manual_seed(cfg.loop.seed)
     model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, tokenizer.pad_token_id)

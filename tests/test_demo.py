@@ -1,0 +1,51 @@
+"""The main job's contract, and the shipped Chinese encoder."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from plmkit.api import DEMO_SENTENCES
+
+
+def test_demo_json_contract_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
+    from plmkit.cli import main
+
+    out = tmp_path / "demo-model"
+    assert main(["demo", "--json", "--output", str(out), f"model={tiny_model_dir}", "epochs=1", "max_steps=3",
+                 "progress=false", "max_length=32"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"test_accuracy", "peer_test_accuracy", "seconds", "predictions"} <= set(result)
+    assert 0.8 < result["peer_test_accuracy"] < 0.95  # TF-IDF + LR on the real review split
+    assert [p["text"] for p in result["predictions"]] == DEMO_SENTENCES
+    for p in result["predictions"]:
+        assert p["label"] in ("negative", "positive")
+        assert set(p["probabilities"]) == {"negative", "positive"}
+    assert (out / "model.safetensors").is_file() and json.loads((out / "plmkit.json").read_text())["task"] == "classification"
+
+
+def test_default_zh_ships_and_is_pretrained():
+    """Its masked-LM head fills masked characters of held-out reviews far better than chance."""
+    from transformers import AutoModelForMaskedLM
+
+    from plmkit.data.builtin import load_builtin
+    from plmkit.models.encoders import load_tokenizer, resolve_model
+    from plmkit.pretrain.masking import choose_tokens, corrupt, example_generator
+
+    path = resolve_model("default-zh")
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForMaskedLM.from_pretrained(path).eval()
+    assert len(tokenizer) <= model.config.vocab_size
+    texts = [ex.text for ex in load_builtin("builtin:reviews:test")[:200]]
+    hits = total = 0
+    for i, text in enumerate(texts):
+        ids = torch.tensor(tokenizer(text, truncation=True, max_length=64)["input_ids"])
+        gen = example_generator(0, 0, i)
+        chosen = choose_tokens(torch.arange(len(ids)).gt(0) & torch.arange(len(ids)).lt(len(ids) - 1), 0.15, gen)
+        x, y = corrupt(ids, chosen, tokenizer.mask_token_id, len(tokenizer), gen, mask_prob=1.0, random_prob=0.0)
+        with torch.no_grad():
+            pred = model(input_ids=x[None]).logits[0].argmax(-1)
+        hits += int((pred[chosen] == y[chosen]).sum())
+        total += int(chosen.sum())
+    assert hits / total > 0.15, hits / total  # chance is 1/len(vocab); always guessing the commonest character is ~0.05
