@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("pretrain", help="pretrain or continue pretraining an encoder on a corpus")
     pt.add_argument("--arch", default=None, help="model family (bert)")
-    pt.add_argument("--corpus", nargs="+", default=["builtin:default"], help="text files (one line a document) or builtin:default")
+    pt.add_argument("--corpus", nargs="+", default=["builtin:default"], help="text files (one line a document), builtin:default, builtin:peoples-daily or builtin:reviews (training splits only)")
     pt.add_argument("--output", required=True)
     pt.add_argument("--config", help="YAML recipe")
     pt.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")

@@ -28,7 +28,11 @@ def test_reviews_are_deduplicated_and_disjoint():
 
 
 def test_pretraining_corpus_holds_training_splits_only():
+    from plmkit.pretrain.run import read_corpus
+
     corpus = pretraining_corpus()
+    assert read_corpus(["builtin:default"]) == corpus
+    assert read_corpus(["builtin:peoples-daily", "builtin:reviews"]) == corpus
     assert len(corpus) > 20000
     assert all(split_of(line) == "train" for line in corpus)
     held_out = {ex.text for s in ("dev", "test") for ex in load_builtin(f"builtin:reviews:{s}")}

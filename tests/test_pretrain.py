@@ -45,3 +45,40 @@ def test_whole_word_masking_pretrains(tmp_path):
         "max_length": "32", "epochs": "3", "batch_size": "8", "log_steps": "1", "progress": "false", "heldout_fraction": "0",
     })
     assert result["losses"] and (tmp_path / "wwm" / "model.safetensors").is_file()
+
+
+def test_continued_pretraining_starts_from_the_checkpoint(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("子丑寅卯辰巳午未申酉戌亥\n" * 40, encoding="utf-8")
+    out = tmp_path / "continued"
+    api.pretrain([str(corpus)], out, overrides={
+        "init": str(tiny_model_dir), "epochs": "1", "max_steps": "2", "batch_size": "8", "lr": "1e-3",
+        "progress": "false", "heldout_fraction": "0", "log_steps": "1",
+    })
+    before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    key = "bert.embeddings.word_embeddings.weight"
+    assert after[key].shape == before[key].shape  # same vocabulary: the checkpoint's tokenizer was kept
+    assert (out / "tokenizer.json").read_text() == (tiny_model_dir / "tokenizer.json").read_text()
+    delta = (after[key] - before[key]).abs().max().item()
+    assert 0 < delta < 0.1  # trained a little from the checkpoint, not re-initialised
+
+
+def test_linear_schedule_gives_every_step_a_rate():
+    import torch
+
+    from plmkit.config import LoopConfig
+    from plmkit.train.optim import build_schedule
+
+    for total in (1, 2, 10):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = build_schedule(opt, LoopConfig(warmup_ratio=0.1), total)
+        rates = []
+        for _ in range(total):
+            rates.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert all(r > 0 for r in rates), rates
+        if total == 10:
+            assert rates.index(max(rates)) == 1 and rates[-1] < rates[1]  # up over the warmup, then down

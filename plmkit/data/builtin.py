@@ -83,8 +83,19 @@ def builtin_task(spec: str) -> str:
     return DATASETS[spec.split(":")[1]][0]
 
 
+def peoples_daily_corpus() -> list[str]:
+    """People's Daily sentences of the training split."""
+    return [s for s, _ in peoples_daily_sentences() if split_of(s) == "train"]
+
+
+def reviews_corpus() -> list[str]:
+    """Review texts of the training split, for task-adaptive (continued) pretraining."""
+    return [ex.text for ex in _reviews()["train"]]
+
+
 def pretraining_corpus() -> list[str]:
     """The default pretraining text: training splits only (People's Daily sentences, reviews)."""
-    lines = [s for s, _ in peoples_daily_sentences() if split_of(s) == "train"]
-    lines += [ex.text for ex in _reviews()["train"]]
-    return lines
+    return peoples_daily_corpus() + reviews_corpus()
+
+
+CORPORA = {"default": pretraining_corpus, "peoples-daily": peoples_daily_corpus, "reviews": reviews_corpus}

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from plmkit.config import PretrainConfig, to_dict
-from plmkit.data.builtin import pretraining_corpus
+from plmkit.data.builtin import CORPORA
 from plmkit.data.readers import read_corpus_file
 from plmkit.errors import ConfigError, DataError
 from plmkit.models.encoders import load_tokenizer, resolve_model
@@ -21,16 +21,14 @@ from plmkit.report.plots import plot_loss_curve
 from plmkit.train.loop import train_loop
 from plmkit.io import atomic_write_json
 
-BUILTIN_CORPORA = {"builtin:default": pretraining_corpus}
-
-
 def read_corpus(specs: Sequence[str], encoding: str = "utf-8") -> list[str]:
     lines: list[str] = []
     for spec in specs:
         if spec.startswith("builtin:"):
-            if spec not in BUILTIN_CORPORA:
-                raise DataError(f"{spec!r}: unknown corpus; known: {', '.join(BUILTIN_CORPORA)}")
-            lines += BUILTIN_CORPORA[spec]()
+            name = spec.split(":", 1)[1]
+            if name not in CORPORA:
+                raise DataError(f"{spec!r}: unknown corpus; known: {', '.join('builtin:' + c for c in CORPORA)}")
+            lines += CORPORA[name]()
         else:
             lines += read_corpus_file(spec, encoding)
     if not lines:

@@ -41,7 +41,7 @@ def build_schedule(
     whichever is further along, steps or time, so a run cut by its budget still decays to 0."""
 
     def progress(step: int) -> float:
-        p = (step + 1) / max(1, total_steps)
+        p = (step + 0.5) / max(1, total_steps)  # the step's midpoint: no step, first or last, gets a rate of 0
         return min(1.0, max(p, time_fraction()) if time_fraction is not None else p)
 
     if cfg.schedule == "linear":
