@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plmkit.io import atomic_write_json
+from plmkit.io import atomic_write_json, umask
 
 
 def save_model_dir(path: str | Path, model, tokenizer, extra: dict[str, Any] | None = None) -> None:
@@ -19,7 +19,9 @@ def save_model_dir(path: str | Path, model, tokenizer, extra: dict[str, Any] | N
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        mode = 0o666 & ~umask()
         for f in sorted(tmp.iterdir()):
+            os.chmod(f, mode)  # the temporary directory's files may be private; give them a plain write's mode
             os.replace(f, path / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
