@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 import plmkit.tasks.classification  # noqa: F401  (registers its tasks)
+from plmkit import __version__
 from plmkit.config import TrainConfig, to_dict
 from plmkit.data.builtin import load_builtin
 from plmkit.data.examples import Example
@@ -21,7 +22,6 @@ from plmkit.registry import TASKS
 from plmkit.tasks.base import Task, collate_encoded
 from plmkit.train.loop import LoopState, train_loop
 
-__version__ = "0.1.0"
 
 
 def load_data(spec: str, task: Task, cfg: TrainConfig, labelled: bool = True) -> list[Example]:
