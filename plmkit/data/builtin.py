@@ -63,7 +63,7 @@ def peoples_daily_sentences() -> list[tuple[str, list[tuple[str, str]]]]:
     return out
 
 
-DATASETS = {"reviews": ("classification", _reviews)}
+DATASETS = {"reviews": _reviews}
 
 
 def load_builtin(spec: str) -> list[Example]:
@@ -76,11 +76,7 @@ def load_builtin(spec: str) -> list[Example]:
         raise DataError(f"{spec!r}: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     if split not in SPLITS:
         raise DataError(f"{spec!r}: unknown split {split!r}; known: {', '.join(SPLITS)}")
-    return list(DATASETS[name][1]()[split])
-
-
-def builtin_task(spec: str) -> str:
-    return DATASETS[spec.split(":")[1]][0]
+    return list(DATASETS[name]()[split])
 
 
 def peoples_daily_corpus() -> list[str]:
