@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def umask() -> int:
+def plain_mode(directory: bool = False) -> int:
+    """The mode a plain open() or mkdir() would give under the current umask (mkstemp and
+    mkdtemp make private 0600 / 0700 files and folders)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask
 
 
 @contextmanager
@@ -26,7 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the file the mode a plain write would
+        os.chmod(tmp, plain_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -58,7 +60,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    os.chmod(tmp, 0o777 & ~umask())
+    os.chmod(tmp, plain_mode(directory=True))
     old = path.with_name(path.name + ".old")
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)

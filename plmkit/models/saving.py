@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plmkit.io import atomic_write_json, umask
+from plmkit.io import atomic_write_json, plain_mode
 
 
 def save_model_dir(path: str | Path, model, tokenizer, extra: dict[str, Any] | None = None) -> None:
@@ -19,9 +19,8 @@ def save_model_dir(path: str | Path, model, tokenizer, extra: dict[str, Any] | N
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        mode = 0o666 & ~umask()
         for f in sorted(tmp.iterdir()):
-            os.chmod(f, mode)  # the temporary directory's files may be private; give them a plain write's mode
+            os.chmod(f, plain_mode())  # files written inside the private temporary folder may be private too
             os.replace(f, path / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
