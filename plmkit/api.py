@@ -31,21 +31,41 @@ def pretrain(corpus: Sequence[str], output: str | Path, *, config: str | Path | 
     return run(corpus, output, build_config(PretrainConfig, config, overrides), resume=resume, command=command)
 
 
+def _runner(task: str):
+    """The module that trains, evaluates and predicts for a task of this kind."""
+    import plmkit.tasks.classification  # noqa: F401  (each registers its tasks)
+    import plmkit.tasks.tagging  # noqa: F401
+    from plmkit.registry import TASKS
+
+    if TASKS.get(task).kind == "tagging":
+        import plmkit.train.tagging as runner
+    else:
+        import plmkit.train.finetune as runner
+    return runner
+
+
+def _task_of(model: str | Path) -> str:
+    from plmkit.errors import ModelError
+    from plmkit.models.encoders import read_plmkit_meta, resolve_model
+
+    source = resolve_model(str(model))
+    meta = read_plmkit_meta(source)
+    if meta is None:
+        raise ModelError(f"{source}: no plmkit.json; it is not a model that plmkit train saved")
+    return meta["task"]
+
+
 def train(train_data: str, output: str | Path, *, dev: str | None = None, config: str | Path | None = None,
           overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None,
           callbacks: Sequence[Callable] = ()) -> dict:
     """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
-    from plmkit.train.finetune import train as run
-
     cfg = build_config(TrainConfig, config, overrides)
-    return run(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
+    return _runner(cfg.task).train(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
 
 
-def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, float]:
+def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:
     """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
-    from plmkit.train.finetune import evaluate as run
-
-    return run(model, data, encoding=encoding)
+    return _runner(_task_of(model)).evaluate(model, data, encoding=encoding)
 
 
 def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
@@ -75,11 +95,12 @@ def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
         if output.suffix.lower() == ".csv":
             prob_keys = list(rows[0].get("probabilities", {})) if rows else []
             base = [k for k in rows[0] if k != "probabilities"] if rows else ["text"]
+            cell = lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v  # noqa: E731
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(base + [f"p({k})" for k in prob_keys])
                 for row in rows:
-                    w.writerow([row[k] for k in base] + [row["probabilities"][k] for k in prob_keys])
+                    w.writerow([cell(row[k]) for k in base] + [row["probabilities"][k] for k in prob_keys])
         elif output.suffix.lower() in (".jsonl", ".json"):
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in rows:
@@ -91,15 +112,20 @@ def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
 def predict(model: str | Path, *, input: str | None = None, text: str | None = None, text_pair: str | None = None,
             output: str | Path | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
     """Predict for a file, standard input (`-`) or one text; rows in input order, written to `output` when given."""
-    from plmkit.train.finetune import load_trained, predict as run
-
-    loaded = load_trained(model)
+    runner = _runner(_task_of(model))
+    loaded = runner.load_trained(model)
     _, _, task, meta = loaded
     if text is not None:
+        if not text.strip():
+            raise DataError("--text is empty")
         examples = [Example(text=text, text_pair=text_pair)]
     else:
-        examples = _read_predict_input(input, task.pair, encoding or "utf-8", meta["text_column"], meta["text_pair_column"])
-    rows = run(model, examples, loaded=loaded)
+        examples = _read_predict_input(input, task.pair, encoding or "utf-8", meta.get("text_column", "text"),
+                                       meta.get("text_pair_column", "text_pair"))
+    if task.kind == "tagging":
+        rows = runner.predict(model, [ex.text for ex in examples], loaded=loaded)
+    else:
+        rows = runner.predict(model, examples, loaded=loaded)
     if output is not None:
         write_predictions(rows, output)
     return rows

@@ -28,9 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("overrides", nargs="*", metavar="key=value")
 
     t = sub.add_parser("train", help="fine-tune a model for a task")
-    t.add_argument("--task", default=None, help="classification | pair | regression")
+    t.add_argument("--task", default=None, help="classification | pair | regression | ner | cws")
+    t.add_argument("--head", default=None, help="ner, cws: softmax | crf | bilstm_crf (default crf)")
     t.add_argument("--model", default=None, help="a model directory, a hub id, default-zh or minilm-en")
-    t.add_argument("--train", required=True, help="FILE (.csv .tsv .jsonl) or builtin:NAME")
+    t.add_argument("--train", required=True, help="FILE (.csv .tsv .jsonl; CoNLL for ner/cws) or builtin:NAME "
+                   "(reviews, peoples-daily-ner, peoples-daily-cws)")
     t.add_argument("--dev", help="FILE or builtin:NAME:dev")
     t.add_argument("--output", required=True)
     t.add_argument("--config", help="YAML recipe")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             result = api.pretrain(args.corpus, args.output, config=args.config, overrides=overrides, resume=args.resume, command=command)
             result = {k: result[k] for k in ("arch", "seconds", "parameters")} | {"final_loss": result["losses"][-1][1] if result["losses"] else None}
         elif args.command == "train":
-            for key in ("task", "model", "encoding"):
+            for key in ("task", "head", "model", "encoding"):
                 if getattr(args, key):
                     overrides[key] = getattr(args, key)
             result = api.train(args.train, args.output, dev=args.dev, config=args.config, overrides=overrides, resume=args.resume, command=command)

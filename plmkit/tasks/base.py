@@ -12,15 +12,20 @@ from plmkit.data.batching import pad
 
 @dataclass(frozen=True)
 class Task:
+    """The fields' call signatures belong to the task's kind, whose runner calls them:
+    kind "sequence" (plmkit.train.finetune): one prediction per text or pair;
+    kind "tagging" (plmkit.train.tagging): one tag per character or word."""
+
     name: str
     pair: bool  # needs text_pair
-    label_type: str  # "class" or "float"
-    build_model: Callable[..., torch.nn.Module]  # (source, labels, dropout, trust_remote_code) -> model with .logits
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> scalar
-    metrics: Callable[[torch.Tensor, torch.Tensor, list[str]], dict[str, float]]  # (logits (N, C), gold (N,), labels)
-    decode: Callable[[torch.Tensor, list[str]], list[dict[str, Any]]]  # logits (N, C) -> one dict per example
+    label_type: str  # "class", "float" or "tags"
+    build_model: Callable[..., torch.nn.Module]  # sequence: (source, labels, dropout, trust_remote_code) -> model with .logits
+    loss: Callable[..., torch.Tensor]  # sequence: (logits, labels); tagging: (model, batch) -> scalar
+    metrics: Callable[..., dict[str, Any]]  # sequence: (logits (N, C), gold (N,), labels); tagging: (gold, pred, scheme)
+    decode: Callable[..., Any]  # sequence: (logits (N, C), labels) -> a dict per example; tagging: (encoded, tags, scheme)
     main_metric: str
     greater_is_better: bool = True
+    kind: str = "sequence"
 
 
 def collate_encoded(items: list[tuple[int, int, dict[str, Any]]], pad_id: int, label_dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -86,7 +86,7 @@ def predict_logits(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_
     return torch.stack(out) if out else torch.zeros(0)
 
 
-def _check_limits(source: str, cfg: TrainConfig, model_config, tokenizer) -> None:
+def check_limits(source: str, cfg: TrainConfig, model_config, tokenizer) -> None:
     limit = model_limit(model_config)
     if limit is not None and cfg.max_length > limit:
         raise ConfigError(f"max_length: {cfg.max_length} is above the model's limit of {limit} tokens ({source})")
@@ -97,6 +97,8 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
           command: str | None = None, callbacks: Sequence[Callable[[LoopState], None]] = ()) -> dict[str, Any]:
     """Fine-tune `cfg.model` for `cfg.task` on `train_spec`; the best model (by dev metric) is saved at `output`."""
     task = TASKS.get(cfg.task)
+    if cfg.head is not None:
+        raise ConfigError(f"head: task {task.name!r} has one head; --head chooses among the heads of ner and cws")
     output = Path(output)
     started = time.time()
     if dev_spec is None and train_spec.startswith("builtin:"):
@@ -117,7 +119,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     source = resolve_model(cfg.model)
     model_config = load_config(source, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    _check_limits(source, cfg, model_config, tokenizer)
+    check_limits(source, cfg, model_config, tokenizer)
     torch.manual_seed(cfg.loop.seed)
     model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, tokenizer.pad_token_id)
     train_feats = featurize(train_ex, tokenizer, cfg, train_y)
@@ -138,13 +140,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
         "train": train_spec, "dev": dev_spec, "command": command, "seed": cfg.loop.seed, "config": to_dict(cfg),
     }
 
-    def save_best(model, state: LoopState) -> None:
-        best = state.history[-1] if state.history else {}
-        for p in model.parameters():
-            if not torch.isfinite(p).all():
-                raise ModelError("refusing to save: the model has non-finite weights")
-        save_model_dir(output, model, tokenizer, {"plmkit.json": meta | {"dev_metrics": best, "history": state.history}})
-
+    save_best = best_model_saver(output, tokenizer, meta)
     state = train_loop(
         model, loss_fn, train_feats, [len(f["input_ids"]) for f in train_feats], collate, cfg.loop, output,
         evaluate=evaluate if dev_feats else None, metric=f"dev_{task.main_metric}",
@@ -152,6 +148,23 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     )
     if not dev_feats:
         save_best(model, state)
+    return run_summary(output, state, started)
+
+
+def best_model_saver(output: Path, tokenizer, meta: dict[str, Any]) -> Callable[[torch.nn.Module, LoopState], None]:
+    """What the loop calls when the dev metric improves: the model directory, plmkit.json last."""
+
+    def save_best(model, state: LoopState) -> None:
+        best = state.history[-1] if state.history else {}
+        for p in model.parameters():
+            if not torch.isfinite(p).all():
+                raise ModelError("refusing to save: the model has non-finite weights")
+        save_model_dir(output, model, tokenizer, {"plmkit.json": meta | {"dev_metrics": best, "history": state.history}})
+
+    return save_best
+
+
+def run_summary(output: Path, state: LoopState, started: float) -> dict[str, Any]:
     best = next((h for h in state.history if h["epoch"] == state.best_epoch + 1), state.history[-1] if state.history else {})
     return {"output": str(output), "best_epoch": state.best_epoch + 1, "dev_metrics": best, "history": state.history,
             "steps": state.step, "seconds": round(time.time() - started, 1), "stopped_early": state.stopped_early}

@@ -13,13 +13,17 @@ from plmkit.errors import ConfigError
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def default_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weights, none on biases and layer norms."""
-    decay, no_decay = [], []
+def default_param_groups(model: torch.nn.Module, weight_decay: float,
+                         lr_of: Callable[[str], float | None] | None = None) -> list[dict[str, Any]]:
+    """Weight decay on weights, none on biases and layer norms; `lr_of(name)`, when given,
+    sets a parameter's own learning rate (None: the optimiser's)."""
+    groups: dict[tuple[bool, float | None], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name.endswith(_NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            key = (not name.endswith(_NO_DECAY), lr_of(name) if lr_of else None)
+            groups.setdefault(key, []).append(p)
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0} | ({"lr": lr} if lr is not None else {})
+            for (decay, lr), params in groups.items()]
 
 
 def build_optimizer(model: torch.nn.Module, cfg: LoopConfig, groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:

@@ -1,0 +1,230 @@
+"""Sequence labelling: named entities (`ner`) and word segmentation (`cws`).
+
+A sentence's units (characters, or words) are tokenised; the first sub-token of each
+unit carries its tag. A sentence longer than the model's limit is cut into windows
+that overlap, and each unit takes its prediction from the window where it sits
+furthest from a cut, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from plmkit.data.batching import pad
+from plmkit.data.tagging import Sentence, spans_to_tags, tags_to_spans
+from plmkit.data.truncation import backend_and_layout
+from plmkit.models.tagger import HEADS, Tagger, load_encoder
+from plmkit.registry import TASKS
+from plmkit.tasks.base import Task
+
+
+@dataclass
+class Encoded:
+    """One sentence after tokenisation."""
+
+    sentence: Sentence
+    units: list[tuple[int, int]]  # character span of each unit
+    tokens: list[list[int]]  # token ids of each unit (empty for units the tokenizer drops, e.g. spaces)
+    tags: list[str] | None  # gold tag of each unit
+    snapped: int = 0  # gold spans whose edges fell inside a unit and were widened to it
+
+
+def encode_sentences(sentences: Sequence[Sentence], tokenizer, scheme: str) -> list[Encoded]:
+    """Tokenise each sentence's units; sentences without units get the tokenizer's words as units."""
+    backend, _ = backend_and_layout(tokenizer)
+    out: list[Encoded | None] = [None] * len(sentences)
+    given = [i for i, s in enumerate(sentences) if s.units is not None]
+    words = [[sentences[i].text[a:b] for a, b in sentences[i].units] for i in given]
+    for i, enc in zip(given, backend.encode_batch(words, is_pretokenized=True, add_special_tokens=False) if given else []):
+        s = sentences[i]
+        tokens: list[list[int]] = [[] for _ in s.units]
+        for token_id, w in zip(enc.ids, enc.word_ids):
+            if w is not None:
+                tokens[w].append(token_id)
+        out[i] = Encoded(s, list(s.units), tokens, list(s.tags) if s.tags is not None else None)
+    for i, s in enumerate(sentences):
+        if s.units is None:
+            out[i] = _encode_raw(s, backend.encode(s.text, add_special_tokens=False), scheme)
+    return out  # type: ignore[return-value]
+
+
+def _encode_raw(s: Sentence, enc, scheme: str) -> Encoded:
+    """Units are the tokenizer's words, with their character spans; gold spans become unit tags."""
+    units: list[tuple[int, int]] = []
+    tokens: list[list[int]] = []
+    last = None
+    for token_id, (a, b), w in zip(enc.ids, enc.offsets, enc.word_ids):
+        if w is None:
+            continue
+        if w != last:
+            units.append((a, b))
+            tokens.append([])
+            last = w
+        units[-1] = (units[-1][0], max(units[-1][1], b))
+        tokens[-1].append(token_id)
+    tags, snapped = None, 0
+    if s.spans is not None:
+        unit_spans: list[tuple[int, int, str]] = []
+        for start, end, kind in s.spans:
+            inside = [k for k, (a, b) in enumerate(units) if a < end and b > start]
+            if not inside:
+                continue
+            snapped += units[inside[0]][0] != start or units[inside[-1]][1] != end
+            if unit_spans and inside[0] < unit_spans[-1][1]:
+                continue  # two spans inside one unit: the unit keeps the first
+            unit_spans.append((inside[0], inside[-1] + 1, kind))
+        tags = spans_to_tags(len(units), unit_spans, scheme)
+    return Encoded(s, units, tokens, tags, snapped)
+
+
+def windows(lengths: Sequence[int], budget: int, overlap: int) -> list[tuple[int, int]]:
+    """Unit ranges [start, end) whose tokens fit `budget`; consecutive windows share about
+    `overlap` tokens of units. A single unit longer than the budget is a window of its own."""
+    n = len(lengths)
+    out: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end, used = start, 0
+        while end < n and (end == start or used + min(lengths[end], budget) <= budget):
+            used += min(lengths[end], budget)
+            end += 1
+        out.append((start, end))
+        if end >= n:
+            return out
+        nxt, shared = end, 0  # back off into this window, keeping room for the next unit
+        while nxt - 1 > start and shared + lengths[nxt - 1] <= min(overlap, budget - min(lengths[end], budget)):
+            nxt -= 1
+            shared += lengths[nxt]
+        start = nxt
+
+
+def make_features(encoded: Sequence[Encoded], prefix: Sequence[int], suffix: Sequence[int], max_length: int,
+                  overlap: int, tag_index: dict[str, int] | None) -> list[dict[str, Any]]:
+    """One feature per window: input_ids, the position of each unit's first sub-token, its tag id."""
+    budget = max_length - len(prefix) - len(suffix)
+    feats = []
+    for k, e in enumerate(encoded):
+        for start, end in windows([len(t) for t in e.tokens], budget, min(overlap, budget // 2)):
+            ids, pos, unit_ids = list(prefix), [], []
+            for u in range(start, end):
+                if e.tokens[u]:
+                    pos.append(len(ids))
+                    unit_ids.append(u)
+                    ids += e.tokens[u][:budget]  # only a unit alone in its window can be longer
+            if not unit_ids:
+                continue
+            ids += list(suffix)
+            feats.append({
+                "input_ids": ids, "unit_pos": pos, "sentence": k, "window": (start, end), "unit_ids": unit_ids,
+                "tags": [tag_index[e.tags[u]] for u in unit_ids] if tag_index is not None and e.tags is not None else None,
+            })
+    return feats
+
+
+def collate_windows(items: list[tuple[int, int, dict[str, Any]]], pad_id: int) -> dict[str, torch.Tensor]:
+    feats = [f for _, _, f in items]
+    input_ids = pad([f["input_ids"] for f in feats], pad_id)  # (B, T)
+    lengths = torch.tensor([len(f["input_ids"]) for f in feats])  # (B,)
+    n_units = torch.tensor([len(f["unit_pos"]) for f in feats])  # (B,)
+    unit_pos = pad([f["unit_pos"] for f in feats], 0)  # (B, U)
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),  # (B, T)
+        "unit_pos": unit_pos,
+        "unit_mask": torch.arange(unit_pos.shape[1])[None, :] < n_units[:, None],  # (B, U)
+    }
+    if feats[0]["tags"] is not None:
+        batch["tags"] = pad([f["tags"] for f in feats], 0)  # (B, U)
+    return batch
+
+
+def stitch(encoded: Sequence[Encoded], feats: Sequence[dict[str, Any]], window_tags: Sequence[list[int]],
+           labels: list[str], default: str) -> list[list[str]]:
+    """Tags per unit of each sentence, each unit from the window where it sits furthest from a cut.
+    Units with no tokens get `default` (O, or S in segmentation)."""
+    out = [[default] * len(e.units) for e in encoded]
+    best = [[-1] * len(e.units) for e in encoded]
+    for f, tags in zip(feats, window_tags):
+        k, (start, end) = f["sentence"], f["window"]
+        n = len(encoded[k].units)
+        for u, tag in zip(f["unit_ids"], tags):
+            left = u - start if start > 0 else n
+            right = end - 1 - u if end < n else n
+            if min(left, right) > best[k][u]:
+                best[k][u], out[k][u] = min(left, right), labels[tag]
+    return out
+
+
+def ner_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict[str, Any]:
+    """Entity-level precision, recall, F1 (seqeval, strict), overall (micro) and per type."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2, IOBES
+
+    gold, pred = [list(g) for g in gold], [list(p) for p in pred]  # seqeval takes lists only, not tuples
+    report = classification_report(gold, pred, mode="strict", scheme=IOBES if scheme == "bioes" else IOB2,
+                                   output_dict=True, zero_division=0)
+    micro = report["micro avg"]
+    per_type = {k: {"precision": round(float(v["precision"]), 4), "recall": round(float(v["recall"]), 4),
+                    "f1": round(float(v["f1-score"]), 4), "support": int(v["support"])}
+                for k, v in report.items() if not k.endswith(" avg")}
+    return {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]), "recall": float(micro["recall"]),
+            "per_type": per_type}
+
+
+def span_scores(gold: list[set], pred: list[set]) -> dict[str, float]:
+    """Precision, recall, F1 of predicted spans against gold spans, counted over all sentences."""
+    correct = sum(len(g & p) for g, p in zip(gold, pred))
+    n_pred, n_gold = sum(map(len, pred)), sum(map(len, gold))
+    precision = correct / n_pred if n_pred else 0.0
+    recall = correct / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall}
+
+
+def cws_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) -> dict[str, Any]:
+    """Word-level precision, recall, F1: a word counts when both its edges are right."""
+    return span_scores([set(tags_to_spans(g, "bmes")) for g in gold], [set(tags_to_spans(p, "bmes")) for p in pred])
+
+
+def char_spans(e: Encoded, tags: list[str], scheme: str) -> list[tuple[int, int, str]]:
+    """Unit tags -> (start, end, type) character spans of the text."""
+    return [(e.units[a][0], e.units[b - 1][1], kind) for a, b, kind in tags_to_spans(tags, scheme)]
+
+
+def ner_decode(e: Encoded, tags: list[str], scheme: str) -> dict[str, Any]:
+    text = e.sentence.text
+    return {"entities": [{"text": text[a:b], "type": kind, "start": a, "end": b} for a, b, kind in char_spans(e, tags, scheme)]}
+
+
+def cws_decode(e: Encoded, tags: list[str], scheme: str) -> dict[str, Any]:
+    """Words; characters the tokenizer dropped (spaces) between words are left out."""
+    text = e.sentence.text
+    return {"words": [text[a:b] for a, b, _ in char_spans(e, tags, scheme)]}
+
+
+@dataclass(frozen=True)
+class TaggingTask(Task):
+    schemes: tuple[str, ...] = ("bio",)  # the first is the scheme of JSONL data
+    heads: tuple[str, ...] = HEADS
+    default_head: str = "crf"
+    default_tag: str = "O"  # what a unit with no tokens is tagged
+
+
+def build_tagger(source: str, labels: list[str], dropout: float | None = None, trust_remote_code: bool = False, *,
+                 head: str = "crf", scheme: str = "bio", config=None) -> Tagger:
+    """A tagger on the pretrained encoder at `source` (or a fresh encoder from `config`, to load saved weights into)."""
+    return Tagger(load_encoder(source, config, trust_remote_code), labels, head, scheme, dropout)
+
+
+def tagging_loss(model: Tagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"])  # (B, U, L)
+    return model.loss(emissions, batch["tags"], batch["unit_mask"])
+
+
+TASKS.add("ner", TaggingTask("ner", False, "tags", build_tagger, tagging_loss, ner_metrics, ner_decode, "f1",
+                             kind="tagging", schemes=("bio", "bioes")))
+TASKS.add("cws", TaggingTask("cws", False, "tags", build_tagger, tagging_loss, cws_metrics, cws_decode, "f1",
+                             kind="tagging", schemes=("bmes",), default_tag="S"))
