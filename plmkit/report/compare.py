@@ -82,7 +82,8 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
         result = api.train(train, out, dev=dev, config=config, overrides=shared | extra, command=command)
         scores = api.evaluate(out, test) if test else {}
         row = {"run": name, f"dev_{main}": result["dev_metrics"].get(f"dev_{main}"), "best_epoch": result["best_epoch"],
-               "steps": result["steps"], "seconds": result["seconds"], "extract_seconds": result.get("extract_seconds"),
+               "steps": result["steps"], "seconds": round(result["seconds"]),
+               "extract_seconds": round(result["extract_seconds"]) if result.get("extract_seconds") is not None else None,
                "unfreeze_every": extra.get("unfreeze_every")}
         row |= {f"test_{k}": v for k, v in scores.items() if isinstance(v, float)}
         rows.append(row)

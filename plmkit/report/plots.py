@@ -180,7 +180,7 @@ def plot_learning_curves(runs: dict[str, dict], path: str | Path, metric: str,
         ax_loss.set_xlim(0, 1.02)
         ax_loss.grid(alpha=0.3)
         ax_metric.set_xlabel("epoch")
-        ax_metric.set_ylabel(f"dev {metric}")
+        ax_metric.set_ylabel(f"dev {metric.removeprefix('dev_')}")
         ax_metric.xaxis.get_major_locator().set_params(integer=True)
         ax_metric.grid(alpha=0.3)
         ax_metric.legend(handles=handles)

@@ -47,7 +47,7 @@ def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: s
             best = result["dev_metrics"]
             rows.append({"layer": layer, "name": "embeddings" if layer == 0 else f"layer {layer}",
                          f"dev_{main}": best.get(f"dev_{main}"), "best_epoch": result["best_epoch"],
-                         "seconds": result["seconds"], "cache_hit": result["cache_hit"]})
+                         "seconds": round(result["seconds"]), "cache_hit": result["cache_hit"]})
             print(f"layer {layer}: dev {main} {best.get(f'dev_{main}')}  ({result['seconds']}s)", flush=True)
     values = [r[f"dev_{main}"] for r in rows]
     best_layer = max(range(len(values)), key=lambda i: values[i] if values[i] is not None else float("-inf"))
