@@ -31,20 +31,27 @@ def pretrain(corpus: Sequence[str], output: str | Path, *, config: str | Path | 
     return run(corpus, output, build_config(PretrainConfig, config, overrides), resume=resume, command=command)
 
 
-def _runner(task: str):
-    """The module that trains, evaluates and predicts for a task of this kind."""
+def _runner(task: str, mode: str = "finetune"):
+    """The module that trains, evaluates and predicts for a task of this kind, in this mode."""
     import plmkit.tasks.classification  # noqa: F401  (each registers its tasks)
     import plmkit.tasks.tagging  # noqa: F401
+    from plmkit.errors import ConfigError
     from plmkit.registry import TASKS
 
-    if TASKS.get(task).kind == "tagging":
+    kind = TASKS.get(task).kind
+    if mode == "features":
+        import plmkit.train.features as runner
+    elif mode != "finetune":
+        raise ConfigError(f"mode: unknown {mode!r}; known: finetune, features")
+    elif kind == "tagging":
         import plmkit.train.tagging as runner
     else:
         import plmkit.train.finetune as runner
     return runner
 
 
-def _task_of(model: str | Path) -> str:
+def _model_runner(model: str | Path):
+    """The runner of a directory that `train` wrote, by its plmkit.json."""
     from plmkit.errors import ModelError
     from plmkit.models.encoders import read_plmkit_meta, resolve_model
 
@@ -52,7 +59,7 @@ def _task_of(model: str | Path) -> str:
     meta = read_plmkit_meta(source)
     if meta is None:
         raise ModelError(f"{source}: no plmkit.json; it is not a model that plmkit train saved")
-    return meta["task"]
+    return _runner(meta["task"], meta.get("mode", "finetune"))
 
 
 def train(train_data: str, output: str | Path, *, dev: str | None = None, config: str | Path | None = None,
@@ -60,12 +67,31 @@ def train(train_data: str, output: str | Path, *, dev: str | None = None, config
           callbacks: Sequence[Callable] = ()) -> dict:
     """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
     cfg = build_config(TrainConfig, config, overrides)
-    return _runner(cfg.task).train(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
+    return _runner(cfg.task, cfg.mode).train(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
+
+
+def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: str | None = None,
+                 config: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                 command: str | None = None) -> dict[str, Any]:
+    """An identical probe on each layer's frozen output; see plmkit.report.probe."""
+    from plmkit.report.probe import probe_layers as run
+
+    return run(task, model, data, output, dev=dev, config=config, overrides=overrides, command=command)
+
+
+def compare(task: str, model: str, train: str, output: str | Path, *, dev: str | None = None, test: str | None = None,
+            config: str | Path | None = None, overrides: dict[str, Any] | None = None, feature_lr: float = 1e-3,
+            keep_models: bool = False, command: str | None = None) -> dict[str, Any]:
+    """Feature extraction against fine-tuning on one budget; see plmkit.report.compare."""
+    from plmkit.report.compare import compare as run
+
+    return run(task, model, train, output, dev=dev, test=test, config=config, overrides=overrides,
+               feature_lr=feature_lr, keep_models=keep_models, command=command)
 
 
 def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:
     """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
-    return _runner(_task_of(model)).evaluate(model, data, encoding=encoding)
+    return _model_runner(model).evaluate(model, data, encoding=encoding)
 
 
 def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
@@ -112,7 +138,7 @@ def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
 def predict(model: str | Path, *, input: str | None = None, text: str | None = None, text_pair: str | None = None,
             output: str | Path | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
     """Predict for a file, standard input (`-`) or one text; rows in input order, written to `output` when given."""
-    runner = _runner(_task_of(model))
+    runner = _model_runner(model)
     loaded = runner.load_trained(model)
     _, _, task, meta = loaded
     if text is not None:

@@ -27,9 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     pt.add_argument("overrides", nargs="*", metavar="key=value")
 
-    t = sub.add_parser("train", help="fine-tune a model for a task")
+    t = sub.add_parser("train", help="fine-tune a model for a task, or train a head on its frozen layers (mode=features)")
     t.add_argument("--task", default=None, help="classification | pair | regression | ner | cws")
-    t.add_argument("--head", default=None, help="ner, cws: softmax | crf | bilstm_crf (default crf)")
+    t.add_argument("--head", default=None, help="ner, cws: softmax | crf | bilstm_crf (default crf; bilstm_crf in "
+                   "mode=features); mode=features also: mlp | bilstm (one text), esim | mlp (pairs)")
     t.add_argument("--model", default=None, help="a model directory, a hub id, default-zh or minilm-en")
     t.add_argument("--train", required=True, help="FILE (.csv .tsv .jsonl; CoNLL for ner/cws) or builtin:NAME "
                    "(reviews, peoples-daily-ner, peoples-daily-cws)")
@@ -39,6 +40,28 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--encoding", default=None, help="input encoding, e.g. gbk")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     t.add_argument("overrides", nargs="*", metavar="key=value")
+
+    pl = sub.add_parser("probe-layers", help="train an identical probe on each layer's frozen output; plot the dev metric by layer")
+    pl.add_argument("--task", required=True, help="classification | pair | regression | ner | cws")
+    pl.add_argument("--model", required=True)
+    pl.add_argument("--data", required=True, help="training data: FILE or builtin:NAME (scored on its dev split)")
+    pl.add_argument("--dev", help="FILE or builtin:NAME:dev")
+    pl.add_argument("--output", required=True, help="folder for results.json, results.md, results.html, probe.png")
+    pl.add_argument("--config", help="YAML recipe")
+    pl.add_argument("overrides", nargs="*", metavar="key=value")
+
+    c = sub.add_parser("compare", help="feature extraction (last layer, scalar mix) against fine-tuning (plain, with "
+                       "tricks) on one task, model, budget and seed; writes a Markdown and HTML report")
+    c.add_argument("--task", required=True)
+    c.add_argument("--model", required=True)
+    c.add_argument("--train", required=True, help="FILE or builtin:NAME")
+    c.add_argument("--dev", help="FILE or builtin:NAME:dev")
+    c.add_argument("--test", help="FILE or builtin:NAME:test (builtin data: its test split by default)")
+    c.add_argument("--output", required=True, help="folder for report.md, report.html, results.json and PNGs")
+    c.add_argument("--config", help="YAML recipe shared by every run")
+    c.add_argument("--feature-lr", type=float, default=1e-3, help="learning rate of the feature-mode heads")
+    c.add_argument("--keep-models", action="store_true", help="keep each run's model under OUTPUT/models")
+    c.add_argument("overrides", nargs="*", metavar="key=value")
 
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
     e.add_argument("--model", required=True)
@@ -90,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                 if getattr(args, key):
                     overrides[key] = getattr(args, key)
             result = api.train(args.train, args.output, dev=args.dev, config=args.config, overrides=overrides, resume=args.resume, command=command)
+        elif args.command == "probe-layers":
+            result = api.probe_layers(args.task, args.model, args.data, args.output, dev=args.dev, config=args.config,
+                                      overrides=overrides, command=command)
+        elif args.command == "compare":
+            result = api.compare(args.task, args.model, args.train, args.output, dev=args.dev, test=args.test,
+                                 config=args.config, overrides=overrides, feature_lr=args.feature_lr,
+                                 keep_models=args.keep_models, command=command)
         elif args.command == "evaluate":
             result = api.evaluate(args.model, args.data, encoding=args.encoding)
             if not args.json:
@@ -108,6 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"plmkit {args.command}: interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False) or args.command in ("train", "pretrain"):
+    if getattr(args, "json", False) or args.command in ("train", "pretrain", "probe-layers", "compare"):
         print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -32,7 +32,9 @@ class LoopConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    schedule: str = "linear"  # linear | constant
+    schedule: str = "linear"  # linear (warmup_ratio up, then down to 0) | constant | stlr (slanted triangular)
+    cut_frac: float = 0.1  # stlr: share of the steps over which the rate rises
+    ratio: float = 32.0  # stlr: how many times smaller the lowest rate is than the peak
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto | no | bf16 | fp16; auto = bf16 only where the hardware runs it natively
     seed: int = 42
@@ -58,9 +60,16 @@ class TrainConfig:
     encoding: str = "utf-8"
     dropout: float | None = None  # overrides the checkpoint's hidden dropout when set
     trust_remote_code: bool = False
-    head: str | None = None  # ner, cws: softmax | crf | bilstm_crf (default crf)
+    mode: str = "finetune"  # finetune | features (frozen encoder run once, its layers cached, a head trained on them)
+    head: str | None = None  # ner, cws: softmax | crf | bilstm_crf; features mode: also mlp | bilstm (texts), esim | mlp (pairs)
     head_lr: float | None = None  # learning rate of the head's own weights; default loop.lr
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
+    layer_lr_decay: float = 1.0  # finetune: each layer below the top gets the rate of the one above times this
+    gradual_unfreeze: bool = False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
+    unfreeze_every: int = 0  # gradual_unfreeze: optimiser steps between unfreezings; 0 = one group per epoch
+    layers: str = "mix"  # features: mix (learned scalar mix of every layer) | last | N (layer N alone; 0 = embeddings)
+    feature_cache: str = "disk"  # features: disk (reused across runs, under cache_dir) | memory
+    cache_dir: str | None = None  # features: default $PLMKIT_CACHE or ~/.cache/plmkit/features
     loop: LoopConfig = field(default_factory=LoopConfig)
 
 

@@ -171,6 +171,9 @@ def test_pair_longest_first(tok):
     assert tokens == [tok.cls_token, *a[:6], tok.sep_token, *b[:7], tok.sep_token]
     assert enc["token_type_ids"] == [0] * 8 + [1] * 8
     assert enc["offsets"] == [(0, 0)] + [(i, i + 1) for i in range(6)] + [(0, 0)] + [(i, i + 1) for i in range(7)] + [(0, 0)]
+    assert enc["segments"] == [0] + [1] * 6 + [0] + [2] * 7 + [0]  # which text each token is from (ESIM reads it)
+    single = encode(tok, a, None, 8, "tail")
+    assert single["segments"] == [0] + [1] * 6 + [0]
 
 
 def test_pair_tail(tok):

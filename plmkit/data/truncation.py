@@ -112,7 +112,8 @@ def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strateg
            head_tokens: int | None = None) -> dict[str, list]:
     """Tokenise, truncate by `strategy` to fit `max_length` including special tokens, add them.
 
-    Returns input_ids, token_type_ids and offsets (character spans into text or text_pair; (0, 0) for specials).
+    Returns input_ids, token_type_ids, offsets (character spans into text or text_pair; (0, 0) for specials)
+    and segments (1 for a token of text, 2 of text_pair, 0 for a special token).
     """
     backend, layout = backend_and_layout(tokenizer)
     pair = text_pair is not None
@@ -125,7 +126,8 @@ def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strateg
         pre, post = layout.single
         ids = list(pre) + [a.ids[i] for i in keep] + list(post)
         offsets = [(0, 0)] * len(pre) + [a.offsets[i] for i in keep] + [(0, 0)] * len(post)
-        return {"input_ids": ids, "token_type_ids": [0] * len(ids), "offsets": offsets}
+        segments = [0] * len(pre) + [1] * len(keep) + [0] * len(post)
+        return {"input_ids": ids, "token_type_ids": [0] * len(ids), "offsets": offsets, "segments": segments}
     b = backend.encode(text_pair, add_special_tokens=False)
     n_a, n_b = pair_lengths(len(a.ids), len(b.ids), budget)
     scale = lambda n: None if head_tokens is None else round(head_tokens * n / budget)  # noqa: E731
@@ -144,4 +146,5 @@ def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strateg
         "input_ids": [i for ids, _, _ in parts for i in ids],
         "token_type_ids": [t for ids, t, _ in parts for _ in ids],
         "offsets": [o for _, _, offs in parts for o in offs],
+        "segments": [0] * len(pre) + [1] * len(keep_a) + [0] * len(mid) + [2] * len(keep_b) + [0] * len(post),
     }

@@ -35,14 +35,17 @@ def load_encoder(source: str, config=None, trust_remote_code: bool = False) -> n
 
 
 class Tagger(nn.Module):
-    def __init__(self, encoder: nn.Module, labels: list[str], head: str, scheme: str, dropout: float | None = None):
+    def __init__(self, encoder: nn.Module | None, labels: list[str], head: str, scheme: str, dropout: float | None = None,
+                 hidden_size: int | None = None):
+        """`encoder` None: a head alone, fed unit vectors of `hidden_size` (feature extraction)."""
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head: unknown {head!r}; known: {', '.join(HEADS)}")
         self.encoder, self.labels, self.head, self.scheme = encoder, list(labels), head, scheme
-        self.config = encoder.config
-        hidden = encoder.config.hidden_size
-        self.dropout = nn.Dropout(encoder.config.hidden_dropout_prob if dropout is None else dropout)
+        self.config = encoder.config if encoder is not None else None
+        hidden = encoder.config.hidden_size if encoder is not None else hidden_size
+        default_dropout = encoder.config.hidden_dropout_prob if encoder is not None else 0.1
+        self.dropout = nn.Dropout(default_dropout if dropout is None else dropout)
         self.lstm = nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True) if head == "bilstm_crf" else None
         self.classifier = nn.Linear(2 * (hidden // 2) if self.lstm else hidden, len(labels))
         self.crf = CRF(len(labels), *allowed_transitions(labels, scheme)) if head != "softmax" else None
@@ -54,9 +57,13 @@ class Tagger(nn.Module):
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)
         units = hidden.gather(1, unit_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, U, H)
+        return self.emissions(units, unit_mask)
+
+    def emissions(self, units: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        """Emission scores (B, U, L) from unit vectors (B, U, H)."""
         units = self.dropout(units)
         if self.lstm is not None:
-            lengths = unit_mask.sum(1).cpu()  # (B,)
+            lengths = unit_mask.sum(1).clamp(min=1).cpu()  # (B,)
             packed = nn.utils.rnn.pack_padded_sequence(units, lengths, batch_first=True, enforce_sorted=False)
             out, _ = self.lstm(packed)
             units, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=units.shape[1])  # (B, U, H')

@@ -21,7 +21,7 @@ from plmkit.models.saving import save_model_dir
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Task, collate_encoded
 from plmkit.train.loop import LoopState, train_loop
-
+from plmkit.train.optim import finetune_setup
 
 
 def load_data(spec: str, task: Task, cfg: TrainConfig, labelled: bool = True) -> list[Example]:
@@ -122,6 +122,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     check_limits(source, cfg, model_config, tokenizer)
     torch.manual_seed(cfg.loop.seed)
     model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, tokenizer.pad_token_id)
+    param_groups, before_batch = finetune_setup(model, cfg)
     train_feats = featurize(train_ex, tokenizer, cfg, train_y)
     dev_feats = featurize(dev_ex, tokenizer, cfg, dev_y)
     dev_gold = torch.tensor(dev_y, dtype=torch.long if labels else torch.float)
@@ -145,6 +146,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
         model, loss_fn, train_feats, [len(f["input_ids"]) for f in train_feats], collate, cfg.loop, output,
         evaluate=evaluate if dev_feats else None, metric=f"dev_{task.main_metric}",
         greater_is_better=task.greater_is_better, save_best=save_best, resume=resume, callbacks=callbacks,
+        param_groups=param_groups, before_batch=before_batch, find_unused_parameters=cfg.gradual_unfreeze,
     )
     if not dev_feats:
         save_best(model, state)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -45,6 +45,7 @@ class LoopState:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: dev metrics, losses, seconds
     losses: list[list[float]] = field(default_factory=list)  # [step, loss] every log_steps
+    lrs: list[float] = field(default_factory=list)  # each parameter group's learning rate at the last step taken
     seconds: float = 0.0
     stopped_early: bool = False
 
@@ -101,16 +102,22 @@ def train_loop(
     save_best: Callable[[torch.nn.Module, LoopState], None] | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    before_batch: Callback | None = None,
+    find_unused_parameters: bool = False,
     param_groups: list[dict[str, Any]] | None = None,
 ) -> LoopState:
     """Train `model` on `features`; `loss_fn(model, batch)` returns the scalar loss.
 
     After each epoch, `evaluate` returns dev metrics; when `metric` improves,
     `save_best(model, state)` writes the model. A checkpoint for `resume` is kept in
-    `output_dir/checkpoint`.
+    `output_dir/checkpoint`. `before_batch(state)` runs before every batch (gradual unfreezing
+    sets `requires_grad` there); `callbacks(state)` after every optimiser step.
     """
     output_dir = Path(output_dir)
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum)
+    # parameters frozen after wrapping (gradual unfreezing) get no gradient: DDP must be told to expect that
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum,
+                              kwargs_handlers=handlers)
     set_seed(cfg.seed)
     dataset = EpochDataset(features)
     sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.bucket_size)
@@ -158,6 +165,8 @@ def train_loop(
         for batch in batches:
             # dropout draws from a stream keyed by (seed, epoch, batch): a resumed run replays it exactly
             torch.manual_seed(batch_seed(cfg.seed, state.epoch, state.batches_done))
+            if before_batch is not None:
+                before_batch(state)
             with accelerator.accumulate(model):
                 loss = loss_fn(model, batch)
                 if not torch.isfinite(loss.detach()):
@@ -166,6 +175,8 @@ def train_loop(
                         "training stopped and nothing was saved from this step: lower lr or check the data"
                     )
                 accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    state.lrs = [g["lr"] for g in optimizer.param_groups]
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()

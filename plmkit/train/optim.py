@@ -1,16 +1,26 @@
-"""Optimiser parameter groups and learning-rate schedules."""
+"""Optimiser parameter groups, learning-rate schedules, and the fine-tuning tricks of ULMFiT
+(Howard & Ruder 2018): slanted triangular rates, discriminative (layer-wise) rates, gradual unfreezing."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from plmkit.config import LoopConfig
+from plmkit.config import LoopConfig, TrainConfig
 from plmkit.errors import ConfigError
 
+if TYPE_CHECKING:
+    from plmkit.train.loop import LoopState
+
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def decays(name: str) -> bool:
+    """Whether weight decay applies to the parameter `name`: not to biases and layer norms."""
+    return not name.endswith(_NO_DECAY)
 
 
 def default_param_groups(model: torch.nn.Module, weight_decay: float,
@@ -20,7 +30,7 @@ def default_param_groups(model: torch.nn.Module, weight_decay: float,
     groups: dict[tuple[bool, float | None], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            key = (not name.endswith(_NO_DECAY), lr_of(name) if lr_of else None)
+            key = (decays(name), lr_of(name) if lr_of else None)
             groups.setdefault(key, []).append(p)
     return [{"params": params, "weight_decay": weight_decay if decay else 0.0} | ({"lr": lr} if lr is not None else {})
             for (decay, lr), params in groups.items()]
@@ -38,6 +48,26 @@ def linear_warmup(progress: float, warmup: float) -> float:
     return max(0.0, (1.0 - progress) / max(1e-12, 1.0 - warmup))
 
 
+def slanted_triangular(progress: float, cut_frac: float, ratio: float) -> float:
+    """STLR multiplier at `progress` in [0, 1]: up linearly from 1/ratio to 1 over the first `cut_frac`,
+    then down linearly to 1/ratio at the end (Howard & Ruder 2018, eq. 3)."""
+    p = progress / cut_frac if progress < cut_frac else 1.0 - (progress - cut_frac) / (1.0 - cut_frac)
+    return (1.0 + max(0.0, p) * (ratio - 1.0)) / ratio
+
+
+SCHEDULES = ("linear", "constant", "stlr")
+
+
+def check_schedule(cfg: LoopConfig) -> None:
+    """ConfigError for an unknown schedule or stlr options out of range."""
+    if cfg.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule: unknown {cfg.schedule!r}; known: {', '.join(SCHEDULES)}")
+    if cfg.schedule == "stlr" and not 0.0 < cfg.cut_frac < 1.0:
+        raise ConfigError(f"cut_frac: {cfg.cut_frac} is not between 0 and 1 (exclusive)")
+    if cfg.schedule == "stlr" and not cfg.ratio >= 1.0:
+        raise ConfigError(f"ratio: {cfg.ratio} is below 1; it is how many times smaller the lowest rate is than the peak")
+
+
 def build_schedule(
     optimizer: torch.optim.Optimizer, cfg: LoopConfig, total_steps: int, time_fraction: Callable[[], float] | None = None
 ) -> LambdaLR:
@@ -48,8 +78,124 @@ def build_schedule(
         p = (step + 0.5) / max(1, total_steps)  # the step's midpoint: no step, first or last, gets a rate of 0
         return min(1.0, max(p, time_fraction()) if time_fraction is not None else p)
 
+    check_schedule(cfg)
     if cfg.schedule == "linear":
         return LambdaLR(optimizer, lambda s: linear_warmup(progress(s), cfg.warmup_ratio))
-    if cfg.schedule == "constant":
-        return LambdaLR(optimizer, lambda s: 1.0)
-    raise ConfigError(f"schedule: unknown {cfg.schedule!r}; known: linear, constant")
+    if cfg.schedule == "stlr":
+        return LambdaLR(optimizer, lambda s: slanted_triangular(progress(s), cfg.cut_frac, cfg.ratio))
+    return LambdaLR(optimizer, lambda s: 1.0)
+
+
+# ---- fine-tuning tricks: layer groups, discriminative rates, gradual unfreezing ----
+
+# a transformer block: `.layer.3.` (BERT), `.layers.3.`, `.h.3.` (GPT-2), `.albert_layer_groups.0.` (ALBERT: one shared group)
+_LAYER = re.compile(r"(?:^|\.)(?:\w*_)?(?:layer|layers|h|layer_groups)\.(\d+)\.")
+
+
+def _is_embedding(name: str) -> bool:
+    """`embeddings.*`, `word_embedding`, `rel_embeddings`, GPT-2's `wte`/`wpe`; not ELECTRA's `embeddings_project`."""
+    return any(("embed" in part and "project" not in part) or part in ("wte", "wpe") for part in name.split("."))
+
+
+def _base_prefix(model: torch.nn.Module) -> str | None:
+    """Where the pretrained encoder's parameters sit: Hugging Face's `base_model_prefix` ('' when `model`
+    is the base model itself), `encoder.` for plmkit's Tagger; None when neither says."""
+    prefix = getattr(model, "base_model_prefix", None)
+    if isinstance(prefix, str):
+        return prefix + "." if prefix and isinstance(getattr(model, prefix, None), torch.nn.Module) else ""
+    if isinstance(getattr(model, "encoder", None), torch.nn.Module):
+        return "encoder."
+    return None
+
+
+def named_layer_groups(model: torch.nn.Module) -> list[tuple[str, list[str]]]:
+    """(group name, parameter names) from bottom to top: embeddings, layer.0 ... layer.N-1, head.
+
+    Base-model parameters in neither embeddings nor a layer (pooler, final layer norm, ELECTRA's
+    embeddings_project) join the top layer; everything outside the base model is the head.
+    Every parameter is in exactly one group; empty groups are left out."""
+    base = _base_prefix(model)
+    embeddings: list[str] = []
+    layers: dict[int, list[str]] = {}
+    rest: list[str] = []
+    head: list[str] = []
+    for name, _ in model.named_parameters():
+        layer = _LAYER.search(name)
+        in_base = name.startswith(base) if base is not None else bool(layer or _is_embedding(name))
+        if not in_base:
+            head.append(name)
+        elif layer:
+            layers.setdefault(int(layer.group(1)), []).append(name)
+        elif _is_embedding(name):
+            embeddings.append(name)
+        else:
+            rest.append(name)
+    ordered = [layers[i] for i in sorted(layers)] or [[]]
+    ordered[-1] = ordered[-1] + rest
+    groups = [("embeddings", embeddings)] + [(f"layer.{k}", names) for k, names in enumerate(ordered)] + [("head", head)]
+    return [(group, names) for group, names in groups if names]
+
+
+def layer_groups(model: torch.nn.Module) -> list[list[str]]:
+    """Parameter names in ordered groups, bottom to top: [embeddings, layer 0, ..., layer N-1, head]."""
+    return [names for _, names in named_layer_groups(model)]
+
+
+def discriminative_lrs(n_layer_groups: int, lr: float, decay: float, head_lr: float | None = None) -> list[float]:
+    """Rates of [embeddings, layer 0 ... layer N-1, head]: the top layer `lr`, each one below it the
+    rate above times `decay`, the embeddings below layer 0; the head `head_lr` or `lr`."""
+    layers = [lr * decay ** (n_layer_groups - 1 - k) for k in range(n_layer_groups)]
+    return [lr * decay**n_layer_groups] + layers + [head_lr if head_lr is not None else lr]
+
+
+def finetune_param_groups(model: torch.nn.Module, weight_decay: float, lr: float, layer_lr_decay: float = 1.0,
+                          head_lr: float | None = None) -> list[dict[str, Any]]:
+    """Optimiser groups per layer group, each split by weight decay, with its own peak "lr" and a "name"
+    ("embeddings", "layer.3", "head"; "….no_decay" for biases and layer norms). Every parameter is in
+    one, trainable or not: a frozen one gets no gradient, which AdamW skips."""
+    named = named_layer_groups(model)
+    n_layers = sum(group.startswith("layer.") for group, _ in named)
+    rates = discriminative_lrs(n_layers, lr, layer_lr_decay, head_lr)
+    rate_of = {"embeddings": rates[0], "head": rates[-1]} | {f"layer.{k}": rates[1 + k] for k in range(n_layers)}
+    params = dict(model.named_parameters())
+    out = []
+    for group, names in named:
+        for decay in (True, False):
+            chosen = [params[n] for n in names if decays(n) == decay]
+            if chosen:
+                out.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0, "lr": rate_of[group],
+                            "name": group if decay else f"{group}.no_decay"})
+    return out
+
+
+def unfrozen_count(epoch: int, step: int, every: int, n_groups: int) -> int:
+    """How many groups, from the top (the head first), are trainable: one more each epoch
+    (`every` 0) or every `every` optimiser steps."""
+    return min(n_groups, 1 + (epoch if every == 0 else step // every))
+
+
+def gradual_unfreezer(model: torch.nn.Module, groups: list[list[str]], every: int) -> Callable[["LoopState"], None]:
+    """The loop's `before_batch`: the top `unfrozen_count(...)` of `groups` trainable, the rest frozen.
+    It reads only state.epoch and state.step, so it is idempotent and a resumed run freezes the same."""
+    params = dict(model.named_parameters())
+    grouped = [[params[n] for n in names] for names in groups]
+
+    def before_batch(state: LoopState) -> None:
+        trainable = unfrozen_count(state.epoch, state.step, every, len(grouped))
+        for k, group in enumerate(grouped):
+            for p in group:
+                p.requires_grad_(k >= len(grouped) - trainable)
+
+    return before_batch
+
+
+def finetune_setup(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[dict[str, Any]], Callable[["LoopState"], None] | None]:
+    """(param_groups, before_batch) for `train_loop` from the fine-tuning options; call it before any freezing."""
+    if not 0.0 < cfg.layer_lr_decay <= 1.0:
+        raise ConfigError(f"layer_lr_decay: {cfg.layer_lr_decay} is not in (0, 1]; 1 gives every layer the same rate")
+    if cfg.unfreeze_every < 0:
+        raise ConfigError(f"unfreeze_every: {cfg.unfreeze_every} is negative; 0 unfreezes one group per epoch")
+    check_schedule(cfg.loop)
+    groups = finetune_param_groups(model, cfg.loop.weight_decay, cfg.loop.lr, cfg.layer_lr_decay, cfg.head_lr)
+    before_batch = gradual_unfreezer(model, layer_groups(model), cfg.unfreeze_every) if cfg.gradual_unfreeze else None
+    return groups, before_batch

@@ -21,7 +21,7 @@ from plmkit.registry import TASKS
 from plmkit.tasks.tagging import Encoded, TaggingTask, collate_windows, encode_sentences, make_features, stitch
 from plmkit.train.finetune import best_model_saver, check_limits, run_summary
 from plmkit.train.loop import LoopState, train_loop
-from plmkit.train.optim import default_param_groups
+from plmkit.train.optim import finetune_setup
 
 
 def load_sentences(spec: str, task: TaggingTask, encoding: str = "utf-8") -> list[Sentence]:
@@ -110,9 +110,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
 
     torch.manual_seed(cfg.loop.seed)
     model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, head=head, scheme=scheme)
-    head_lr = cfg.head_lr
-    groups = default_param_groups(model, cfg.loop.weight_decay,
-                                  lambda name: None if name.startswith("encoder.") else head_lr) if head_lr else None
+    param_groups, before_batch = finetune_setup(model, cfg)  # the head: everything outside `encoder.`
     pad_id = tokenizer.pad_token_id
     dev_gold = [e.tags for e in dev_enc]
 
@@ -131,7 +129,8 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     state = train_loop(
         model, task.loss, train_feats, [len(f["input_ids"]) for f in train_feats], partial(collate_windows, pad_id=pad_id),
         cfg.loop, output, evaluate=evaluate if dev_feats else None, metric=f"dev_{task.main_metric}",
-        greater_is_better=True, save_best=save_best, resume=resume, callbacks=callbacks, param_groups=groups,
+        greater_is_better=True, save_best=save_best, resume=resume, callbacks=callbacks, param_groups=param_groups,
+        before_batch=before_batch, find_unused_parameters=cfg.gradual_unfreeze,
     )
     if not dev_feats:
         save_best(model, state)
