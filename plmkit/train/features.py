@@ -8,6 +8,7 @@ reuses a stale cache. After that first pass an epoch costs only the head.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -30,6 +31,7 @@ from plmkit.models.saving import save_model_dir
 from plmkit.models.tagger import load_encoder
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Task
+from plmkit.train.finetune import check_finite
 from plmkit.train.loop import LoopState, train_loop
 
 CACHE_FORMAT = 1
@@ -119,20 +121,22 @@ def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: i
     return FeatureSet(values, offsets, segments)
 
 
-def cached_features(encoder, key_model: str, items: Sequence[dict[str, Any]], pad_id: int, cfg: TrainConfig,
+def cached_features(encoder, key_model: Callable[[], str], items: Sequence[dict[str, Any]], pad_id: int, cfg: TrainConfig,
                     desc: str) -> tuple[FeatureSet, bool]:
     """(features, whether they came from the disk cache): extracted once, then read back."""
     from safetensors.torch import load_file, save_file
 
-    key = hashlib.sha256(f"{CACHE_FORMAT}:{key_model}:{items_digest(items)}".encode()).hexdigest()[:40]
-    path = cache_dir(cfg) / f"{key}.safetensors"
-    if cfg.feature_cache == "disk" and path.is_file():
+    path = None
+    if cfg.feature_cache == "disk":  # the key hashes every weight: only worth it when a file is read or written
+        key = hashlib.sha256(f"{CACHE_FORMAT}:{key_model()}:{items_digest(items)}".encode()).hexdigest()[:40]
+        path = cache_dir(cfg) / f"{key}.safetensors"
+    if path is not None and path.is_file():
         t = load_file(str(path))
         if len(t["offsets"]) == len(items) + 1:
             return FeatureSet(t["values"], t["offsets"], t["segments"]), True
     device = next(encoder.parameters()).device
     feats = extract(encoder, items, pad_id, cfg.loop.eval_batch_size, device, cfg.loop.progress, desc)
-    if cfg.feature_cache == "disk":
+    if path is not None:
         with atomic_path(path) as tmp:
             save_file({"values": feats.values, "offsets": feats.offsets, "segments": feats.segments}, str(tmp),
                       metadata={"format": str(CACHE_FORMAT), "items": str(len(items))})
@@ -308,7 +312,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
 
     encoder.to(PartialState().device)  # this process's GPU under `accelerate launch`; the CPU otherwise
     extract_started = time.time()
-    key_model = fingerprint(encoder)
+    key_model = functools.cache(lambda: fingerprint(encoder))  # hashed once, and only for the disk cache
     pad_id = tokenizer.pad_token_id
     train_store, hit_train = cached_features(encoder, key_model, train_data.items, pad_id, cfg, "extracting train")
     dev_store, hit_dev = (cached_features(encoder, key_model, dev_data.items, pad_id, cfg, "extracting dev")
@@ -363,9 +367,7 @@ def feature_model_saver(output: Path, encoder, tokenizer, meta: dict[str, Any]) 
 
     def save_best(model: FeatureModel, state: LoopState) -> None:
         nonlocal saved_encoder
-        for p in model.parameters():
-            if not torch.isfinite(p).all():
-                raise ModelError("refusing to save: the head has non-finite weights")
+        check_finite(model)
         if not saved_encoder:
             save_model_dir(output, encoder, tokenizer)
             saved_encoder = True
@@ -409,12 +411,11 @@ def load_trained(model_dir: str | Path):
 
 
 def _cfg_from_meta(meta: dict[str, Any], encoding: str | None) -> TrainConfig:
-    cfg = TrainConfig(task=meta["task"], max_length=meta["max_length"], truncation=meta["truncation"],
-                      head_tokens=meta.get("head_tokens"), window_overlap=meta["window_overlap"],
-                      text_column=meta["text_column"], text_pair_column=meta["text_pair_column"],
-                      label_column=meta["label_column"], feature_cache="memory")
-    cfg.encoding = encoding or cfg.encoding
-    cfg.loop.progress = False
+    """The fine-tuning runner's, plus what feature mode reads: windows, and no cache at prediction."""
+    from plmkit.train.finetune import _cfg_from_meta as base
+
+    cfg = base(meta, encoding)
+    cfg.window_overlap, cfg.feature_cache, cfg.loop.progress = meta["window_overlap"], "memory", False
     return cfg
 
 

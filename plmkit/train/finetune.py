@@ -158,12 +158,17 @@ def best_model_saver(output: Path, tokenizer, meta: dict[str, Any]) -> Callable[
 
     def save_best(model, state: LoopState) -> None:
         best = state.history[-1] if state.history else {}
-        for p in model.parameters():
-            if not torch.isfinite(p).all():
-                raise ModelError("refusing to save: the model has non-finite weights")
+        check_finite(model)
         save_model_dir(output, model, tokenizer, {"plmkit.json": meta | {"dev_metrics": best, "history": state.history}})
 
     return save_best
+
+
+def check_finite(model: torch.nn.Module) -> None:
+    """Never save a model whose weights went NaN or infinite."""
+    for p in model.parameters():
+        if not torch.isfinite(p).all():
+            raise ModelError("refusing to save: the model has non-finite weights")
 
 
 def run_summary(output: Path, state: LoopState, started: float) -> dict[str, Any]:
