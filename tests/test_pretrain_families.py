@@ -25,13 +25,14 @@ FINE_TUNE = {"epochs": "6", "progress": "false", "batch_size": "16", "lr": "3e-3
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from conftest import toy_rows
+    from conftest import toy_rows, toy_tagged
 
     from plmkit.data.builtin import CORPORA
 
     cycle = "子丑寅卯辰巳午未申酉戌亥"  # every character is fixed by its neighbours: learnable by any objective
     lines = [(cycle * 4)[k : k + 30] for k in range(12)] * 10 + [t for t, _ in toy_rows(120, seed=5)]
     lines += CORPORA["reviews"]()[:300]  # real text, so that a byte-level BPE has something to merge
+    lines += ["".join(chars) for chars, _ in toy_tagged(100, seed=9)]  # the characters of the toy NER task
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -160,3 +161,28 @@ def test_a_checkpoint_of_another_family_is_refused(tiny_model_dir, corpus, tmp_p
 def test_bad_family_options_are_named(overrides, message, corpus, tmp_path):
     with pytest.raises((ConfigError, ValueError), match=message):
         api.pretrain([str(corpus)], tmp_path / "x", overrides=TINY | overrides)
+
+
+def test_elmo_layers_feed_the_scalar_mix_in_feature_mode(corpus, toy_data, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "elmo"
+    api.pretrain([str(corpus)], out, overrides=TINY | {"arch": "elmo", "epochs": "2"})
+    result = api.train(str(toy_data["train"]), tmp_path / "features", dev=str(toy_data["dev"]), overrides={
+        "model": str(out), "mode": "features", "feature_cache": "memory", "epochs": "8", "lr": "3e-3",
+        "progress": "false", "batch_size": "16"})
+    assert result["dev_metrics"]["dev_accuracy"] >= 0.85
+    meta = json.loads((tmp_path / "features" / "plmkit.json").read_text())
+    assert len(meta["layer_weights"]) == 3  # token layer + 2 biLSTM layers, mixed
+    head = load_file(str(tmp_path / "features" / "head.safetensors"))
+    assert {"layers.weights", "layers.gamma"} <= set(head)  # the mix is saved with the head
+
+
+@pytest.mark.parametrize("arch, epochs", [("gpt", 4), ("elmo", 12)])
+def test_families_outside_bert_tag_entities(arch, epochs, corpus, toy_ner, tmp_path):
+    """The tagger reads each family's own dropout name (GPT-2: resid_pdrop) and last hidden state."""
+    out = tmp_path / arch
+    api.pretrain([str(corpus)], out, overrides=TINY | {"arch": arch, "epochs": "1"})
+    result = api.train(str(toy_ner["train"]), tmp_path / "ner", dev=str(toy_ner["dev"]), overrides={
+        "task": "ner", "model": str(out), "epochs": str(epochs), "lr": "3e-3", "progress": "false"})
+    assert result["dev_metrics"]["dev_f1"] >= 0.85, result["dev_metrics"]

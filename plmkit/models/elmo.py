@@ -13,7 +13,6 @@ AutoModel, AutoModelForSequenceClassification and AutoModelForPreTraining (the l
 
 # no `from __future__ import annotations`: transformers reads the config dataclass's annotations at runtime
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +30,8 @@ from transformers import (
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 from transformers.utils import ModelOutput
+
+from plmkit.models.feature_heads import LayerChoice, masked_mean_max
 
 TOKEN_ENCODERS = ("embedding", "char_cnn")
 DEFAULT_CHAR_FILTERS = ((1, 32), (2, 64), (3, 128), (4, 128), (5, 128))  # (width, channels)
@@ -233,7 +234,7 @@ class ElmoPreTrainedModel(PreTrainedModel):
             init.copy_(module.bias, torch.cat([torch.zeros(size), torch.ones(size)]))  # [transform; gate]
         elif isinstance(module, ElmoCharCNN):
             init.zeros_(module.token_chars)  # a fresh table waits for set_char_table
-        elif isinstance(module, ElmoScalarMix):
+        elif isinstance(module, LayerChoice):
             init.zeros_(module.weights)
             init.ones_(module.gamma)
         else:
@@ -350,29 +351,6 @@ class ElmoForLanguageModeling(ElmoPreTrainedModel):
         return result if _wants_dict(return_dict, self.config) else result.to_tuple()
 
 
-class ElmoScalarMix(nn.Module):
-    """gamma * sum_k softmax(weights)_k * layer_k: ELMo's task-specific mix of all layers."""
-
-    def __init__(self, num_layers: int):
-        super().__init__()
-        self.weights = nn.Parameter(torch.zeros(num_layers))
-        self.gamma = nn.Parameter(torch.ones(1))
-
-    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(tuple(layers), -1)  # (B, T, H, K)
-        return self.gamma * (stacked @ self.weights.softmax(0).to(stacked.dtype))  # (B, T, H)
-
-
-def mean_max_pool(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[masked mean; masked max] over the real positions of x (B, T, H) -> (B, 2H); zeros for an empty row."""
-    real = attention_mask[..., None].bool()  # (B, T, 1)
-    count = real.sum(1).clamp(min=1)  # (B, 1)
-    mean = x.masked_fill(~real, 0).sum(1) / count  # (B, H)
-    top = x.masked_fill(~real, torch.finfo(x.dtype).min).amax(1)  # (B, H)
-    top = torch.where(real.any(1), top, torch.zeros_like(top))  # (B, H)
-    return torch.cat([mean, top], -1)  # (B, 2H)
-
-
 def sequence_classification_loss(config: ElmoConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Hugging Face's rule: regression (MSE), single-label (cross entropy) or multi-label (BCE), by
     config.problem_type, which is inferred from num_labels and the labels' dtype when unset."""
@@ -398,7 +376,7 @@ class ElmoForSequenceClassification(ElmoPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.elmo = ElmoModel(config)
-        self.scalar_mix = ElmoScalarMix(config.num_hidden_layers + 1)
+        self.scalar_mix = LayerChoice(config.num_hidden_layers + 1)  # the mix feature mode learns too
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
         self.post_init()
@@ -416,7 +394,8 @@ class ElmoForSequenceClassification(ElmoPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = self.elmo(input_ids, attention_mask, output_hidden_states=True, return_dict=True)
-        pooled = mean_max_pool(self.scalar_mix(out.hidden_states), attention_mask)  # (B, 2H)
+        mixed = self.scalar_mix(torch.stack(out.hidden_states, 2))  # (B, T, L, H) -> (B, T, H)
+        pooled = masked_mean_max(mixed, attention_mask)  # (B, 2H)
         logits = self.classifier(self.dropout(pooled))  # (B, C)
         loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
         keep_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states

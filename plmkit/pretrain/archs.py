@@ -22,7 +22,7 @@ from plmkit.io import atomic_path
 from plmkit.models.saving import save_model_dir
 from plmkit.pretrain.masking import IGNORE_INDEX
 from plmkit.pretrain.objectives import (
-    SpanBoundaryHead, mlm_collate, pair_collate, rtd_labels, rtd_loss, sample_replacements, sbo_loss, span_collate,
+    SpanBoundaryHead, mlm_collate, mlm_loss, pair_collate, rtd_labels, rtd_loss, sample_replacements, sbo_loss, span_collate,
 )
 from plmkit.pretrain.tokenizer import train_byte_bpe, train_wordpiece
 from plmkit.registry import Registry
@@ -97,12 +97,6 @@ def _mlm_items(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
                        dynamic=cfg.dynamic_masking)
 
 
-def _chosen_ce(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy at the chosen positions only: the output layer runs on those alone."""
-    chosen = labels != IGNORE_INDEX  # (B, T)
-    return F.cross_entropy(head(hidden[chosen]).float(), labels[chosen])  # head: (M, H) -> (M, V)
-
-
 def _inputs(batch: Batch, with_types: bool = False) -> Batch:
     keys = ("input_ids", "attention_mask", "token_type_ids") if with_types else ("input_ids", "attention_mask")
     return {k: batch[k] for k in keys if k in batch}
@@ -139,7 +133,7 @@ def _bert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
 
 def _bert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     out = model.bert(**_inputs(batch, with_types=True))
-    loss = _chosen_ce(model.cls.predictions, out.last_hidden_state, batch["labels"])
+    loss = mlm_loss(model.cls.predictions, out.last_hidden_state, batch["labels"])
     if "pair_labels" in batch:  # BertForPreTraining: NSP from the pooled [CLS]
         loss = loss + F.cross_entropy(model.cls.seq_relationship(out.pooler_output).float(), batch["pair_labels"])
     return loss
@@ -178,7 +172,7 @@ def _albert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
 
 def _albert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     out = model.albert(**_inputs(batch, with_types=True))
-    mlm = _chosen_ce(model.predictions, out.last_hidden_state, batch["labels"])
+    mlm = mlm_loss(model.predictions, out.last_hidden_state, batch["labels"])
     return mlm + F.cross_entropy(model.sop_classifier(out.pooler_output).float(), batch["pair_labels"])
 
 
@@ -207,7 +201,7 @@ def _roberta_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 
 
 def _roberta_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    return _chosen_ce(model.lm_head, model.roberta(**_inputs(batch)).last_hidden_state, batch["labels"])
+    return mlm_loss(model.lm_head, model.roberta(**_inputs(batch)).last_hidden_state, batch["labels"])
 
 
 ARCHS.add("roberta", Arch("roberta", "masked-LM", lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "roberta",
@@ -331,7 +325,7 @@ def _spanbert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
 
 def _spanbert_loss(model: SpanBertPretrainer, batch: Batch) -> torch.Tensor:
     hidden = model.mlm.bert(**_inputs(batch)).last_hidden_state  # (B, T, H)
-    mlm = _chosen_ce(model.mlm.cls.predictions, hidden, batch["labels"])
+    mlm = mlm_loss(model.mlm.cls.predictions, hidden, batch["labels"])
     return mlm + model.sbo_weight * sbo_loss(hidden, batch, model.sbo, model.mlm.cls.predictions.decoder)
 
 

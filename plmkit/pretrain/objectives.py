@@ -100,14 +100,12 @@ def _padded_batch(
     return batch | {name: pad(rows, 0) for name, rows in extra.items()}
 
 
-def mlm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy on the chosen positions only; the output layer runs on those alone."""
-    labels = batch["labels"]  # (B, T)
-    chosen = labels != IGNORE_INDEX  # (B, T)
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state  # (B, T, H)
-    logits = model.cls(hidden[chosen])  # (M, V): BERT's MLM head
+def mlm_loss(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy at the chosen positions only: the family's MLM head runs on those alone.
 
-    return F.cross_entropy(logits.float(), labels[chosen])
+    head: (M, H) -> (M, V); hidden: (B, T, H); labels: (B, T), IGNORE_INDEX off the chosen positions."""
+    chosen = labels != IGNORE_INDEX  # (B, T)
+    return F.cross_entropy(head(hidden[chosen]).float(), labels[chosen])  # (M, V) against (M,)
 
 
 # ---- sentence pairs: NSP (BERT) and SOP (ALBERT) ----
