@@ -1,8 +1,8 @@
 """Does pretraining help, family by family? Review sentiment fine-tuned from each family's
 pretrained model against the same architecture from random initialisation, in one run.
 
-    python bench/pretraining_helps.py [--families bert albert ...] [--minutes 3] [--corpus builtin:reviews]
-                                      [--epochs 1] [--output DIR] [key=value ...]
+    python bench/pretraining_helps.py [--families bert albert ...] [--minutes 4] [--corpus builtin:reviews]
+                                      [--epochs 2] [--output DIR] [key=value ...]
 
 Every family pretrains for the same wall-clock budget (`--minutes`, equal compute on one machine)
 at the same size (hidden 128, 2 layers, 2 heads, FFN 512, ALBERT embeddings 64, unless overridden by key=value, which go
@@ -61,9 +61,9 @@ def main(argv: list[str]) -> dict:
     quiet_libraries()
     p = argparse.ArgumentParser()
     p.add_argument("--families", nargs="+", default=FAMILIES)
-    p.add_argument("--minutes", type=float, default=3.0, help="pretraining wall-clock budget per family")
+    p.add_argument("--minutes", type=float, default=4.0, help="pretraining wall-clock budget per family")
     p.add_argument("--corpus", nargs="+", default=["builtin:reviews"])
-    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs")
+    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (the demo recipe's 2)")
     p.add_argument("--output", help="keep the models here (default: a temporary folder)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
