@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*", metavar="key=value")
 
     pt = sub.add_parser("pretrain", help="pretrain or continue pretraining an encoder on a corpus")
-    pt.add_argument("--arch", default=None, help="model family (bert)")
+    pt.add_argument("--arch", default=None, help="model family: bert | albert | roberta | electra | spanbert | gpt | elmo "
+                    "(family options as key=value: albert.sharing=attention, electra.generator_size=0.25, ...)")
     pt.add_argument("--corpus", nargs="+", default=["builtin:default"], help="text files (one line a document), builtin:default, builtin:peoples-daily or builtin:reviews (training splits only)")
     pt.add_argument("--output", required=True)
     pt.add_argument("--config", help="YAML recipe")

@@ -74,19 +74,48 @@ class TrainConfig:
 
 
 @dataclass
+class AlbertOptions:
+    embedding_size: int = 128  # factorised embeddings: E, below hidden_size H
+    sharing: str = "all"  # cross-layer sharing: all | attention | ffn | none
+
+
+@dataclass
+class ElectraOptions:
+    generator_size: float = 0.25  # the generator's hidden size and heads as a share of the discriminator's
+    disc_weight: float = 50.0  # lambda: weight of replaced-token detection against the generator's MLM
+
+
+@dataclass
+class SpanBertOptions:
+    geometric_p: float = 0.2  # span lengths ~ Geometric(p), clipped at max_span
+    max_span: int = 10
+    sbo_weight: float = 1.0  # weight of the span-boundary objective beside MLM
+
+
+@dataclass
+class ElmoOptions:
+    token_encoder: str = "embedding"  # embedding | char_cnn (a CNN over each token's characters)
+
+
+@dataclass
 class PretrainConfig:
-    arch: str = "bert"
+    arch: str = "bert"  # bert | albert | roberta | electra | spanbert | gpt | elmo
     init: str | None = None  # continue pretraining from this checkpoint
     vocab_size: int = 8000
-    hidden_size: int = 256
+    hidden_size: int = 256  # elmo: each layer's output, forward and backward halves together
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 1024
     max_length: int = 128
     mask_rate: float = 0.15
-    whole_word: bool = False  # whole-word masking with jieba
+    whole_word: bool = False  # whole-word masking with jieba (bert, albert, roberta, electra)
     dynamic_masking: bool = True  # re-draw masks every epoch
+    nsp: bool = False  # bert: next-sentence prediction beside MLM
     heldout_fraction: float = 0.01
+    albert: AlbertOptions = field(default_factory=AlbertOptions)
+    electra: ElectraOptions = field(default_factory=ElectraOptions)
+    spanbert: SpanBertOptions = field(default_factory=SpanBertOptions)
+    elmo: ElmoOptions = field(default_factory=ElmoOptions)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=10, batch_size=64, lr=5e-4, warmup_ratio=0.06))
 
 

@@ -1,11 +1,19 @@
-"""Masking: choosing positions (token / whole word), the 80/10/10 rule, reproducible dynamic masks."""
+"""Masking: choosing positions (token / whole word / span), the 80/10/10 rule, reproducible dynamic masks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from plmkit.pretrain.masking import IGNORE_INDEX, choose_tokens, choose_whole_words, corrupt, example_generator
+from plmkit.pretrain.masking import (
+    IGNORE_INDEX,
+    choose_spans,
+    choose_tokens,
+    choose_whole_words,
+    corrupt,
+    example_generator,
+    span_length_probs,
+)
 
 N_SEQ, LENGTH, VOCAB, MASK_ID = 2000, 100, 1000, 4
 FIRST_REAL_ID = 5  # ids 0-4 are specials, as in a BERT vocabulary
@@ -186,3 +194,93 @@ def test_example_generator_is_independent_of_global_seed():
     torch.rand(10)
     b = torch.rand(5, generator=example_generator(1, 2, 3))
     assert torch.equal(a, b)
+
+
+def _runs(chosen: torch.Tensor) -> list[tuple[int, int]]:
+    """Maximal runs of chosen positions as (start, end), end inclusive."""
+    edges = torch.nn.functional.pad(chosen.long(), (1, 1)).diff()
+    starts = (edges == 1).nonzero().squeeze(-1).tolist()
+    ends = ((edges == -1).nonzero().squeeze(-1) - 1).tolist()
+    return list(zip(starts, ends))
+
+
+def test_span_length_probs():
+    probs = span_length_probs(0.2, 10)
+    assert probs.shape == (10,) and float(probs.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert float(probs[0]) == pytest.approx(0.2 / (1 - 0.8**10), abs=1e-6)
+    assert (probs[1:] / probs[:-1]).allclose(torch.full((9,), 0.8))  # geometric
+    assert float((probs * torch.arange(1, 11)).sum()) == pytest.approx(3.8, abs=0.01)  # SpanBERT's mean
+    assert span_length_probs(1.0, 5).tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError):
+        span_length_probs(0.0)
+
+
+def test_spans_hit_the_budget_and_stay_inside_candidates():
+    for i in range(300):
+        gen = example_generator(7, 0, i)
+        length = int(torch.randint(3, 200, (1,), generator=gen))
+        cand = torch.zeros(length + 20, dtype=torch.bool)
+        cand[1 : length + 1] = True  # [CLS] ... [SEP] then padding
+        if length > 40:
+            cand[length // 2] = False  # a [SEP] in the middle, as in a sentence pair
+        chosen = choose_spans(cand, 0.15, gen)
+        assert int(chosen.sum()) == max(1, round(0.15 * int(cand.sum())))
+        assert not chosen[~cand].any()
+        for s, e in _runs(chosen):
+            assert e - s + 1 <= 10
+            assert cand[s : e + 1].all()  # contiguous candidates, never across a non-candidate
+
+
+def test_spans_never_touch_each_other():
+    """Spans are kept at least one position apart, so a span's boundaries are never masked."""
+    cand = torch.ones(300, dtype=torch.bool)
+    cand[0] = cand[-1] = False
+    for i in range(200):
+        chosen = choose_spans(cand, 0.3, example_generator(8, 0, i))
+        assert int(chosen.sum()) == 89  # round(0.3 * 298)
+        for s, e in _runs(chosen):
+            assert not chosen[s - 1] and not chosen[e + 1]
+            assert e - s + 1 <= 10  # so each maximal run is one span, no longer than max_len
+
+
+def test_span_lengths_follow_the_clipped_geometric():
+    """Long sequences at a low rate, so the budget cut and rejected overlaps barely shift the lengths."""
+    cand = torch.ones(20_002, dtype=torch.bool)
+    cand[0] = cand[-1] = False
+    counts = torch.zeros(11)
+    for i in range(30):
+        for s, e in _runs(choose_spans(cand, 0.05, example_generator(9, 0, i))):
+            counts[e - s + 1] += 1
+    assert counts.sum() > 7000
+    freq = counts[1:] / counts.sum()
+    probs = span_length_probs(0.2, 10)
+    assert float(freq[0]) == pytest.approx(0.2 / (1 - 0.8**10), abs=0.015)
+    assert (freq - probs).abs().max() < 0.015
+    assert float((freq * torch.arange(1, 11)).sum()) == pytest.approx(3.8, abs=0.1)
+
+
+def test_span_length_parameters_are_used():
+    cand = torch.ones(2002, dtype=torch.bool)
+    cand[0] = cand[-1] = False
+    singles = choose_spans(cand, 0.1, example_generator(0, 0, 0), p=1.0)
+    assert all(s == e for s, e in _runs(singles))
+    short = choose_spans(cand, 0.1, example_generator(0, 0, 0), p=0.05, max_len=3)
+    assert max(e - s + 1 for s, e in _runs(short)) == 3
+
+
+def test_spans_are_deterministic_per_seed():
+    cand = torch.ones(128, dtype=torch.bool)
+    cand[0] = cand[-1] = False
+    a = choose_spans(cand, 0.15, torch.Generator().manual_seed(11))
+    b = choose_spans(cand, 0.15, torch.Generator().manual_seed(11))
+    assert torch.equal(a, b)
+    others = {tuple(choose_spans(cand, 0.15, torch.Generator().manual_seed(s)).nonzero().squeeze(-1).tolist()) for s in range(20)}
+    assert len(others) == 20
+
+
+def test_spans_edge_cases():
+    gen = torch.Generator().manual_seed(0)
+    assert not choose_spans(torch.zeros(8, dtype=torch.bool), 0.15, gen).any()
+    one = torch.tensor([False, False, True, False])
+    assert choose_spans(one, 0.15, gen).tolist() == one.tolist()  # at least one when any exist
+    assert choose_spans(torch.ones(6, dtype=torch.bool), 0.15, gen).dtype == torch.bool

@@ -21,8 +21,16 @@ def _minilm_dir() -> Path:
 SHIPPED = {"default-zh": lambda: ASSETS / "default-zh", "minilm-en": _minilm_dir}
 
 
+def register_plmkit_models() -> None:
+    """plmkit's own model types (ELMo, ALBERT with partial sharing) join the Auto classes."""
+    import plmkit.models.albert  # noqa: F401
+    import plmkit.models.elmo  # noqa: F401
+
+
 def resolve_model(name: str) -> str:
-    """A shipped name -> its directory; a directory is checked; anything else is a hub id."""
+    """A shipped name -> its directory; a directory is checked; anything else is a hub id.
+    Every path that loads a model passes here first, so plmkit's own model types are registered."""
+    register_plmkit_models()
     if name in SHIPPED:
         path = SHIPPED[name]()
         if not (path / "config.json").is_file():

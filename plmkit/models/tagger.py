@@ -34,6 +34,14 @@ def load_encoder(source: str, config=None, trust_remote_code: bool = False) -> n
         return build()
 
 
+def encoder_dropout(config) -> float:
+    """The checkpoint's own dropout on hidden states, by whichever name its family gives it."""
+    for key in ("hidden_dropout_prob", "resid_pdrop", "dropout"):
+        if isinstance(getattr(config, key, None), float):
+            return getattr(config, key)
+    return 0.1
+
+
 class Tagger(nn.Module):
     def __init__(self, encoder: nn.Module | None, labels: list[str], head: str, scheme: str, dropout: float | None = None,
                  hidden_size: int | None = None):
@@ -44,7 +52,7 @@ class Tagger(nn.Module):
         self.encoder, self.labels, self.head, self.scheme = encoder, list(labels), head, scheme
         self.config = encoder.config if encoder is not None else None
         hidden = encoder.config.hidden_size if encoder is not None else hidden_size
-        default_dropout = encoder.config.hidden_dropout_prob if encoder is not None else 0.1
+        default_dropout = encoder_dropout(encoder.config) if encoder is not None else 0.1
         self.dropout = nn.Dropout(default_dropout if dropout is None else dropout)
         self.lstm = nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True) if head == "bilstm_crf" else None
         self.classifier = nn.Linear(2 * (hidden // 2) if self.lstm else hidden, len(labels))

@@ -1,14 +1,29 @@
-"""Pretraining objectives: corpus packing, the MLM batch builder and the MLM loss."""
+"""Pretraining objectives: corpus packing and, for each objective, its batch builder and loss.
+
+MLM (`mlm_collate`, `mlm_loss`); sentence pairs with NSP or SOP (`pair_collate`); SpanBERT's span
+masking and span boundary objective (`span_collate`, `SpanBoundaryHead`, `sbo_loss`); ELECTRA's
+replaced token detection (`sample_replacements`, `rtd_labels`, `rtd_loss`).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from plmkit.data.batching import pad
-from plmkit.pretrain.masking import IGNORE_INDEX, choose_tokens, choose_whole_words, corrupt, example_generator
+from plmkit.data.truncation import backend_and_layout
+from plmkit.pretrain.masking import (
+    IGNORE_INDEX,
+    choose_spans,
+    choose_tokens,
+    choose_whole_words,
+    corrupt,
+    example_generator,
+)
+from plmkit.pretrain.pairs import nsp_pair, sop_pair, split_pair
 
 
 def word_ids_for(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
@@ -26,15 +41,17 @@ def pack_corpus(lines: Sequence[str], tokenizer, max_length: int, whole_word: bo
     """Full-sentence packing: consecutive lines fill segments of up to max_length - 2 tokens;
     a line longer than that is cut into several segments. Each segment: {"ids", "words"}."""
     budget = max_length - 2
-    enc = tokenizer(list(lines), add_special_tokens=False, return_offsets_mapping=whole_word)
+    # the backend straight: lines longer than the model's limit are expected here (they are cut below)
+    encodings = backend_and_layout(tokenizer)[0].encode_batch(list(lines), add_special_tokens=False)
     segments: list[dict[str, Any]] = []
     ids: list[int] = []
     words: list[int] = []
     next_word = 0
-    for n, line_ids in enumerate(enc["input_ids"]):
+    for n, enc in enumerate(encodings):
+        line_ids = enc.ids
         if not line_ids:
             continue
-        line_words = word_ids_for(lines[n], enc["offset_mapping"][n]) if whole_word else list(range(len(line_ids)))
+        line_words = word_ids_for(lines[n], enc.offsets) if whole_word else list(range(len(line_ids)))
         for start in range(0, len(line_ids), budget):
             piece, piece_words = line_ids[start : start + budget], line_words[start : start + budget]
             if ids and len(ids) + len(piece) > budget:
@@ -57,19 +74,241 @@ def mlm_collate(
         gen = example_generator(seed, epoch if dynamic else 0, index)
         x = torch.tensor([tokenizer.cls_token_id] + seg["ids"] + [tokenizer.sep_token_id])  # (T,)
         words = torch.tensor([-1] + seg["words"] + [-1])  # (T,)
-        chosen = choose_whole_words(words, rate, gen) if whole_word else choose_tokens(words >= 0, rate, gen)
+        chosen = _choose(words, rate, whole_word, gen)
         x, y = corrupt(x, chosen, tokenizer.mask_token_id, len(tokenizer), gen)
         ids.append(x.tolist())
         labels.append(y.tolist())
-    input_ids = pad(ids, tokenizer.pad_token_id)  # (B, T)
-    return {"input_ids": input_ids, "attention_mask": (input_ids != tokenizer.pad_token_id).long(), "labels": pad(labels, IGNORE_INDEX)}
+    return _padded_batch(ids, labels, tokenizer.pad_token_id)
 
 
-def mlm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy on the chosen positions only; the output layer runs on those alone."""
+def _choose(words: torch.Tensor, rate: float, whole_word: bool, gen: torch.Generator) -> torch.Tensor:
+    """Token or whole-word choice; words: (T,) with -1 on positions never masked. Returns (T,) bool."""
+    return choose_whole_words(words, rate, gen) if whole_word else choose_tokens(words >= 0, rate, gen)
+
+
+def _padded_batch(
+    ids: list[list[int]], labels: list[list[int]], pad_id: int, **extra: list[list[int]]
+) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: input_ids with pad_id, labels with IGNORE_INDEX, every extra with 0.
+
+    The attention mask comes from the lengths, so a random replacement that happens to be
+    the pad id is still attended to."""
+    input_ids = pad(ids, pad_id)  # (B, T)
+    lengths = torch.tensor([len(x) for x in ids])  # (B,)
+    attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, T)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": pad(labels, IGNORE_INDEX)}
+    return batch | {name: pad(rows, 0) for name, rows in extra.items()}
+
+
+def mlm_loss(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy at the chosen positions only: the family's MLM head runs on those alone.
+
+    head: (M, H) -> (M, V); hidden: (B, T, H); labels: (B, T), IGNORE_INDEX off the chosen positions."""
+    chosen = labels != IGNORE_INDEX  # (B, T)
+    return F.cross_entropy(head(hidden[chosen]).float(), labels[chosen])  # (M, V) against (M,)
+
+
+# ---- sentence pairs: NSP (BERT) and SOP (ALBERT) ----
+
+Token = tuple[int, int]  # (token id, word id)
+Pair = tuple[list[Token], list[Token], int]  # A, B, pair label
+
+
+def _pair_tokens(seg: dict[str, Any]) -> list[Token]:
+    """The segment as (id, word) tokens, less its last one when it has 3 or more: pack_corpus leaves
+    room for 2 specials, a pair needs 3, so [CLS] A [SEP] B [SEP] stays within the same max_length."""
+    tokens = list(zip(seg["ids"], seg["words"]))
+    return tokens[:-1] if len(tokens) >= 3 else tokens
+
+
+def _random_slice(pool: Sequence[dict[str, Any]], index: int, length: int, gen: torch.Generator) -> list[Token]:
+    """`length` consecutive tokens (fewer if the segment is shorter) from a random segment of pool other than pool[index]."""
+    if len(pool) < 2:
+        raise ValueError("NSP needs a pool of at least 2 segments to draw a random B from")
+    other = int(torch.randint(len(pool) - 1, (1,), generator=gen))
+    if other >= index:
+        other += 1  # skip the item's own segment
+    tokens = list(zip(pool[other]["ids"], pool[other]["words"]))
+    length = min(length, len(tokens))
+    start = int(torch.randint(len(tokens) - length + 1, (1,), generator=gen))
+    return tokens[start : start + length]
+
+
+def _sop(a: list[Token], b: list[Token], index: int, pool: Sequence[dict[str, Any]], gen: torch.Generator) -> Pair:
+    return sop_pair(a, b, gen)
+
+
+def _nsp(a: list[Token], b: list[Token], index: int, pool: Sequence[dict[str, Any]], gen: torch.Generator) -> Pair:
+    return nsp_pair(a, b, _random_slice(pool, index, len(b), gen), gen)
+
+
+PAIR_KINDS = {"nsp": _nsp, "sop": _sop}
+
+
+def _pair_layout(a: list[Token], b: list[Token], cls_id: int, sep_id: int) -> tuple[list[int], list[int], list[int]]:
+    """[CLS] A [SEP] B [SEP]: ids, token types (0 then 1) and word ids (-1 on the specials; B's words
+    renumbered after A's, so no word spans the two halves)."""
+    a_ids, a_words = [t for t, _ in a], [w for _, w in a]
+    b_ids, b_words = [t for t, _ in b], [w for _, w in b]
+    if b_words:
+        shift = (max(a_words) + 1 if a_words else 0) - min(b_words)
+        b_words = [w + shift for w in b_words]
+    ids = [cls_id] + a_ids + [sep_id] + b_ids + [sep_id]
+    types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
+    return ids, types, [-1] + a_words + [-1] + b_words + [-1]
+
+
+def pair_collate(
+    items: list[tuple[int, int, dict[str, Any]]],
+    *,
+    tokenizer,
+    seed: int,
+    rate: float,
+    whole_word: bool,
+    dynamic: bool,
+    kind: str,
+    pool: Sequence[dict[str, Any]],
+) -> dict[str, torch.Tensor]:
+    """Sentence-pair batches for NSP (kind "nsp") or SOP (kind "sop"), with MLM on top.
+
+    Each segment (from pack_corpus with the MLM max_length) loses its last token, is cut at a
+    random point into A and B, then SOP may swap them and NSP may replace B by a random slice of
+    B's length from another segment of `pool` (items' indices point into pool; the item's own
+    segment is excluded). Positions are chosen (tokens or whole words, never specials) and
+    corrupted with the 80/10/10 rule. A segment of a single token cannot be cut: it gets
+    [CLS] A [SEP] [SEP] and pair label IGNORE_INDEX.
+
+    Returns input_ids, token_type_ids, attention_mask, labels (B, T) and pair_labels (B,).
+    """
+    if kind not in PAIR_KINDS:
+        raise ValueError(f"unknown pair objective {kind!r}; known: {', '.join(sorted(PAIR_KINDS))}")
+    ids, types, labels, pair_labels = [], [], [], []
+    for epoch, index, seg in items:
+        gen = example_generator(seed, epoch if dynamic else 0, index)
+        tokens = _pair_tokens(seg)
+        if len(tokens) >= 2:
+            a, b, pair_label = PAIR_KINDS[kind](*split_pair(tokens, gen), index, pool, gen)
+        else:
+            a, b, pair_label = tokens, [], IGNORE_INDEX
+        x, token_types, words = _pair_layout(a, b, tokenizer.cls_token_id, tokenizer.sep_token_id)
+        x, y = corrupt(torch.tensor(x), _choose(torch.tensor(words), rate, whole_word, gen),
+                       tokenizer.mask_token_id, len(tokenizer), gen)  # (T,), (T,)
+        ids.append(x.tolist())
+        labels.append(y.tolist())
+        types.append(token_types)
+        pair_labels.append(pair_label)
+    batch = _padded_batch(ids, labels, tokenizer.pad_token_id, token_type_ids=types)
+    return batch | {"pair_labels": torch.tensor(pair_labels)}
+
+
+# ---- SpanBERT: span masking and the span boundary objective (SBO) ----
+
+
+def _span_boundaries(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each chosen position i in a maximal run [s, e] of chosen positions: left s-1, right e+1,
+    offset i-s; 0 elsewhere. choose_spans keeps spans apart, so each run is one span.
+
+    chosen: (T,) bool. Returns three (T,) long."""
+    edges = F.pad(chosen.long(), (1, 1)).diff()  # (T+1,): +1 where a run starts, -1 just after it ends
+    starts = (edges == 1).nonzero().squeeze(-1).tolist()
+    ends = ((edges == -1).nonzero().squeeze(-1) - 1).tolist()
+    left, right, offset = (torch.zeros(chosen.shape, dtype=torch.long) for _ in range(3))
+    for s, e in zip(starts, ends):
+        left[s : e + 1] = s - 1
+        right[s : e + 1] = e + 1
+        offset[s : e + 1] = torch.arange(e - s + 1)
+    return left, right, offset
+
+
+def span_collate(
+    items: list[tuple[int, int, dict[str, Any]]],
+    *,
+    tokenizer,
+    seed: int,
+    rate: float,
+    dynamic: bool,
+    p: float = 0.2,
+    max_len: int = 10,
+) -> dict[str, torch.Tensor]:
+    """Like mlm_collate, with SpanBERT's span masking (choose_spans), plus what SBO needs:
+    span_left, span_right (the unmasked positions just outside the span, possibly [CLS]/[SEP])
+    and span_offset (0-based position inside the span, < max_len), all (B, T) long, 0 off the spans."""
+    ids, labels, lefts, rights, offsets = [], [], [], [], []
+    for epoch, index, seg in items:
+        gen = example_generator(seed, epoch if dynamic else 0, index)
+        x = torch.tensor([tokenizer.cls_token_id] + seg["ids"] + [tokenizer.sep_token_id])  # (T,)
+        candidates = torch.tensor([False] + [True] * len(seg["ids"]) + [False])  # (T,)
+        chosen = choose_spans(candidates, rate, gen, p, max_len)  # (T,)
+        x, y = corrupt(x, chosen, tokenizer.mask_token_id, len(tokenizer), gen)
+        left, right, offset = _span_boundaries(chosen)  # (T,) each
+        ids.append(x.tolist())
+        labels.append(y.tolist())
+        lefts.append(left.tolist())
+        rights.append(right.tolist())
+        offsets.append(offset.tolist())
+    return _padded_batch(ids, labels, tokenizer.pad_token_id, span_left=lefts, span_right=rights, span_offset=offsets)
+
+
+class SpanBoundaryHead(nn.Module):
+    """SpanBERT's f: predict a span token from the span's boundary states and its position in the span.
+
+    [x_{s-1}; x_{e+1}; p_offset] -> Linear -> GELU -> LayerNorm -> Linear -> GELU -> LayerNorm.
+    The caller projects the output to the vocabulary with the model's MLM decoder."""
+
+    def __init__(self, hidden_size: int, max_span_len: int = 10, position_size: int | None = None):
+        super().__init__()
+        position_size = position_size or hidden_size
+        self.position = nn.Embedding(max_span_len, position_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * hidden_size + position_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size),
+            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size),
+        )
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([left, right, self.position(offset)], dim=-1)  # (M, 2H + P)
+        return self.mlp(x)  # (M, H)
+
+
+def sbo_loss(
+    hidden: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    head: SpanBoundaryHead,
+    decoder: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Cross-entropy of predicting each masked span token from the span's boundary states alone.
+
+    hidden: (B, T, H) the encoder's last layer; batch from span_collate."""
     labels = batch["labels"]  # (B, T)
     chosen = labels != IGNORE_INDEX  # (B, T)
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state  # (B, T, H)
-    logits = model.cls(hidden[chosen])  # (M, V): BERT's MLM head
-
+    rows = chosen.nonzero(as_tuple=True)[0]  # (M,)
+    left = hidden[rows, batch["span_left"][chosen]]  # (M, H)
+    right = hidden[rows, batch["span_right"][chosen]]  # (M, H)
+    logits = decoder(head(left, right, batch["span_offset"][chosen]))  # (M, V)
     return F.cross_entropy(logits.float(), labels[chosen])
+
+
+# ---- ELECTRA: replaced token detection (RTD) ----
+
+
+@torch.no_grad()
+def sample_replacements(logits: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """Sample one token per row from softmax(logits), in float32, without gradient.
+
+    logits: (M, V) the generator's MLM logits at the masked positions; gen on logits' device (or None).
+    Returns (M,) long."""
+    probs = torch.softmax(logits.detach().float(), dim=-1)  # (M, V)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)  # (M,)
+
+
+def rtd_labels(original: torch.Tensor, replaced: torch.Tensor) -> torch.Tensor:
+    """1.0 where the discriminator's input differs from the original, else 0.0 (a sample that
+    reproduces the original token counts as original). (B, T) long each -> (B, T) float."""
+    return (replaced != original).float()
+
+
+def rtd_loss(disc_logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits, averaged over the real (attention_mask == 1) tokens.
+
+    disc_logits, labels, attention_mask: (B, T)."""
+    real = attention_mask.bool()  # (B, T)
+    return F.binary_cross_entropy_with_logits(disc_logits[real].float(), labels[real].float())

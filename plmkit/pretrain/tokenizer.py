@@ -34,3 +34,39 @@ def train_wordpiece(lines: Iterable[str], vocab_size: int = 8000, model_max_leng
         mask_token="[MASK]", model_max_length=model_max_length,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
+
+
+BPE_SPECIAL = {
+    # family: (special tokens in id order, the names PreTrainedTokenizerFast gives them)
+    "roberta": (["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                {"bos_token": "<s>", "cls_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "sep_token": "</s>",
+                 "unk_token": "<unk>", "mask_token": "<mask>"}),
+    "gpt": (["<|endoftext|>", "<pad>"], {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                                         "pad_token": "<pad>"}),
+}
+
+
+def train_byte_bpe(lines: Iterable[str], vocab_size: int = 8000, family: str = "roberta",
+                   model_max_length: int = 512) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (GPT-2, RoBERTa): every input is bytes, so nothing is ever unknown; merges learnt from the corpus.
+
+    roberta: `<s> A </s></s> B </s>`; gpt: `A <|endoftext|>` (a GPT classifies by its last token's
+    state, so the end token gives every text the same last token to read)."""
+    specials, names = BPE_SPECIAL[family]
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(lines, trainer=trainer)
+    tok.decoder = decoders.ByteLevel()
+    if family == "roberta":
+        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+                                                          trim_offsets=True, add_prefix_space=False)
+    else:
+        eos = ("<|endoftext|>", tok.token_to_id("<|endoftext|>"))
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A <|endoftext|>", pair="$A <|endoftext|> $B:1 <|endoftext|>:1", special_tokens=[eos])
+    input_names = ["input_ids", "attention_mask"]
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, model_input_names=input_names,
+                                   **names)
