@@ -56,6 +56,16 @@ def test_second_run_reads_the_cache_and_matches(mixed, tiny_model_dir, toy_data)
     assert len(list((d / "cache").glob("*.safetensors"))) == 2
 
 
+def test_a_corrupt_cache_file_is_extracted_again(tiny_model_dir, toy_data, tmp_path, capsys):
+    first = _run(tiny_model_dir, toy_data, tmp_path / "a", tmp_path / "cache", epochs="1")
+    files = sorted((tmp_path / "cache").glob("*.safetensors"))
+    files[0].write_bytes(b"not a safetensors file")  # a crash elsewhere, a full disk, a stray edit
+    again = _run(tiny_model_dir, toy_data, tmp_path / "b", tmp_path / "cache", epochs="1")
+    assert f"feature cache {files[0]} is unreadable" in capsys.readouterr().err
+    assert again["cache_hit"] is False and again["dev_metrics"]["dev_accuracy"] == first["dev_metrics"]["dev_accuracy"]
+    assert load_file(str(files[0]))["values"].dtype == torch.float16  # replaced by a good file
+
+
 def test_changed_truncation_or_model_never_reuses_the_cache(mixed, tiny_model_dir, toy_data, tmp_path):
     d, _ = mixed
     short = _run(tiny_model_dir, toy_data, tmp_path / "short", d / "cache", epochs="1", max_length="8")

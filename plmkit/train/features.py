@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -121,18 +122,35 @@ def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: i
     return FeatureSet(values, offsets, segments)
 
 
+def read_cache(path: Path) -> dict[str, torch.Tensor] | None:
+    """A cache file's tensors, or None (with a warning) when it is unreadable: it is only a cache, so
+    the features are extracted again and the file replaced."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        t = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        print(f"warning: feature cache {path} is unreadable ({e}); extracting again", file=sys.stderr)
+        return None
+    if not {"values", "offsets", "segments"} <= set(t):
+        print(f"warning: feature cache {path} lacks tensors; extracting again", file=sys.stderr)
+        return None
+    return t
+
+
 def cached_features(encoder, key_model: Callable[[], str], items: Sequence[dict[str, Any]], pad_id: int, cfg: TrainConfig,
                     desc: str) -> tuple[FeatureSet, bool]:
     """(features, whether they came from the disk cache): extracted once, then read back."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     path = None
     if cfg.feature_cache == "disk":  # the key hashes every weight: only worth it when a file is read or written
         key = hashlib.sha256(f"{CACHE_FORMAT}:{key_model()}:{items_digest(items)}".encode()).hexdigest()[:40]
         path = cache_dir(cfg) / f"{key}.safetensors"
     if path is not None and path.is_file():
-        t = load_file(str(path))
-        if len(t["offsets"]) == len(items) + 1:
+        t = read_cache(path)
+        if t is not None and len(t["offsets"]) == len(items) + 1:
             return FeatureSet(t["values"], t["offsets"], t["segments"]), True
     device = next(encoder.parameters()).device
     feats = extract(encoder, items, pad_id, cfg.loop.eval_batch_size, device, cfg.loop.progress, desc)
