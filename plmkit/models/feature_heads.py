@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from plmkit.models.tagger import HEADS as TAG_HEADS
-from plmkit.models.tagger import Tagger
+from plmkit.models.tagger import Tagger, packed_lstm
 
 SEQUENCE_HEADS = ("mlp", "bilstm")  # one text
 PAIR_HEADS = ("esim", "mlp")  # two texts
@@ -65,13 +65,6 @@ def masked_mean_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, mx], -1)
 
 
-def _lstm(x: torch.Tensor, mask: torch.Tensor, lstm: nn.LSTM) -> torch.Tensor:
-    lengths = mask.sum(1).clamp(min=1).cpu()  # (B,)
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    out, _ = lstm(packed)
-    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]  # (B, T, 2H')
-
-
 class PooledMLP(nn.Module):
     """Mean and max over the text's tokens, then a one-hidden-layer MLP."""
 
@@ -94,7 +87,7 @@ class BiLSTMPool(nn.Module):
         self.out = nn.Linear(4 * (hidden // 2), n_out)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-        h = _lstm(self.dropout(x), mask, self.lstm)  # (B, T, H)
+        h = packed_lstm(self.lstm, self.dropout(x), mask)  # (B, T, H)
         return self.out(self.dropout(masked_mean_max(h, mask)))  # (B, C)
 
 
@@ -121,7 +114,7 @@ class ESIM(nn.Module):
         b_reads = scores.masked_fill(~a_mask[:, None, :], big_negative).softmax(-1) * a_mask[:, None, :]  # (B, T, T)
         attended = torch.where(a_mask.unsqueeze(-1), a_reads @ h, b_reads @ h)  # (B, T, D)
         m = self.infer(torch.cat([h, attended, h - attended, h * attended], -1))  # (B, T, D)
-        v = _lstm(m, mask, self.compose)  # (B, T, D')
+        v = packed_lstm(self.compose, m, mask)  # (B, T, D')
         pooled = torch.cat([masked_mean_max(v, a_mask), masked_mean_max(v, b_mask)], -1)  # (B, 4D')
         return self.out(pooled)  # (B, C)
 

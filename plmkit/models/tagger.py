@@ -42,6 +42,14 @@ def encoder_dropout(config) -> float:
     return 0.1
 
 
+def packed_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A batch-first LSTM over the real positions only: (B, T, D), mask (B, T) -> (B, T, D'), zeros on padding."""
+    lengths = mask.sum(1).clamp(min=1).cpu()  # (B,)
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = lstm(packed)
+    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]  # (B, T, D')
+
+
 class Tagger(nn.Module):
     def __init__(self, encoder: nn.Module | None, labels: list[str], head: str, scheme: str, dropout: float | None = None,
                  hidden_size: int | None = None):
@@ -71,11 +79,7 @@ class Tagger(nn.Module):
         """Emission scores (B, U, L) from unit vectors (B, U, H)."""
         units = self.dropout(units)
         if self.lstm is not None:
-            lengths = unit_mask.sum(1).clamp(min=1).cpu()  # (B,)
-            packed = nn.utils.rnn.pack_padded_sequence(units, lengths, batch_first=True, enforce_sorted=False)
-            out, _ = self.lstm(packed)
-            units, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=units.shape[1])  # (B, U, H')
-            units = self.dropout(units)
+            units = self.dropout(packed_lstm(self.lstm, units, unit_mask))  # (B, U, H')
         return self.classifier(units)  # (B, U, L)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
