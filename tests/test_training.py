@@ -80,6 +80,15 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, toy
         torch.testing.assert_close(cut[name], full[name], rtol=0, atol=0, msg=name)
 
 
+def test_runs_with_different_precision_in_one_process(tiny_model_dir, toy_data, tmp_path):
+    """The Python API trains twice in one process with another precision each time (accelerate's
+    state is process-wide; a CPU with native bf16 picks bf16 for `auto`)."""
+    for n, precision in enumerate(("no", "bf16", "no")):
+        result = api.train(str(toy_data["train"]), tmp_path / str(n), overrides={
+            "model": str(tiny_model_dir), "epochs": "1", "max_steps": "2", "mixed_precision": precision, **FAST})
+        assert result["steps"] == 2
+
+
 def test_resume_without_checkpoint_is_an_error(tiny_model_dir, toy_data, tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint"):
         api.train(str(toy_data["train"]), tmp_path / "none", overrides={"model": str(tiny_model_dir), **FAST}, resume=True)

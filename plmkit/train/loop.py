@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader
@@ -116,6 +117,10 @@ def train_loop(
     output_dir = Path(output_dir)
     # parameters frozen after wrapping (gradual unfreezing) get no gradient: DDP must be told to expect that
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    # accelerate keeps its state process-wide: a second run in the same process with another precision
+    # would be refused, so each run starts from a fresh state (the distributed process group is kept)
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum,
                               kwargs_handlers=handlers)
     set_seed(cfg.seed)
