@@ -57,6 +57,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
+def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(B,) lengths -> (B, width) bool, True on each row's first `length` positions (right padding).
+
+    From the lengths, not from comparing ids with the pad id: a real token may share the pad's id."""
+    return torch.arange(width)[None, :] < lengths[:, None]
+
+
 def pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     """Right-pad to the longest sequence in the batch: (B, T)."""
     width = max(len(s) for s in seqs)

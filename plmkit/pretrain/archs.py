@@ -362,14 +362,14 @@ def _gpt_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 
 def _lm_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
     """A causal or bidirectional LM reads the segment as the tokenizer frames a text (`A <eos>`, `[CLS] A [SEP]`)."""
-    from plmkit.data.batching import pad
+    from plmkit.data.batching import length_mask, pad
     from plmkit.data.truncation import backend_and_layout
 
     pre, post = backend_and_layout(tokenizer)[1].single
     ids = [list(pre) + seg["ids"] + list(post) for _, _, seg in items]
     input_ids = pad(ids, tokenizer.pad_token_id)  # (B, T)
     lengths = torch.tensor([len(x) for x in ids])  # (B,)
-    return {"input_ids": input_ids, "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()}
+    return {"input_ids": input_ids, "attention_mask": length_mask(lengths, input_ids.shape[1]).long()}
 
 
 def _gpt_loss(model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plmkit.data.batching import pad
+from plmkit.data.batching import length_mask, pad
 from plmkit.data.truncation import backend_and_layout
 from plmkit.pretrain.masking import (
     IGNORE_INDEX,
@@ -95,7 +95,7 @@ def _padded_batch(
     the pad id is still attended to."""
     input_ids = pad(ids, pad_id)  # (B, T)
     lengths = torch.tensor([len(x) for x in ids])  # (B,)
-    attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, T)
+    attention_mask = length_mask(lengths, input_ids.shape[1]).long()  # (B, T)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": pad(labels, IGNORE_INDEX)}
     return batch | {name: pad(rows, 0) for name, rows in extra.items()}
 

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from plmkit.data.batching import pad
+from plmkit.data.batching import length_mask, pad
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def collate_encoded(items: list[tuple[int, int, dict[str, Any]]], pad_id: int, l
     batch = {
         "input_ids": input_ids,
         "token_type_ids": pad([f["token_type_ids"] for f in feats], 0),  # (B, T)
-        "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),  # (B, T)
+        "attention_mask": length_mask(lengths, input_ids.shape[1]).long(),  # (B, T)
     }
     if feats and feats[0].get("label") is not None:
         batch["labels"] = torch.tensor([f["label"] for f in feats], dtype=label_dtype)  # (B,)

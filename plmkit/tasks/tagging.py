@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
-from plmkit.data.batching import pad
+from plmkit.data.batching import length_mask, pad
 from plmkit.data.tagging import Sentence, spans_to_tags, tags_to_spans
 from plmkit.data.truncation import backend_and_layout
 from plmkit.models.tagger import HEADS, Tagger, load_encoder
@@ -132,9 +132,9 @@ def collate_windows(items: list[tuple[int, int, dict[str, Any]]], pad_id: int) -
     unit_pos = pad([f["unit_pos"] for f in feats], 0)  # (B, U)
     batch = {
         "input_ids": input_ids,
-        "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),  # (B, T)
+        "attention_mask": length_mask(lengths, input_ids.shape[1]).long(),  # (B, T)
         "unit_pos": unit_pos,
-        "unit_mask": torch.arange(unit_pos.shape[1])[None, :] < n_units[:, None],  # (B, U)
+        "unit_mask": length_mask(n_units, unit_pos.shape[1]),  # (B, U)
     }
     if feats[0]["tags"] is not None:
         batch["tags"] = pad([f["tags"] for f in feats], 0)  # (B, U)

@@ -22,6 +22,7 @@ import torch
 
 from plmkit import __version__
 from plmkit.config import TrainConfig, to_dict
+from plmkit.data.batching import length_mask
 from plmkit.data.examples import Example
 from plmkit.data.truncation import backend_and_layout, encode
 from plmkit.errors import ConfigError, DataError, ModelError
@@ -83,7 +84,7 @@ def _encoder_inputs(encoder, items: Sequence[dict[str, Any]], pad_id: int, devic
 
     ids = pad([it["input_ids"] for it in items], pad_id)  # (B, T)
     lengths = torch.tensor([len(it["input_ids"]) for it in items])  # (B,)
-    inputs = {"input_ids": ids, "attention_mask": (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()}
+    inputs = {"input_ids": ids, "attention_mask": length_mask(lengths, ids.shape[1]).long()}
     if getattr(encoder.config, "type_vocab_size", 0) > 1 and items[0].get("token_type_ids") is not None:
         inputs["token_type_ids"] = pad([it["token_type_ids"] for it in items], 0)  # (B, T)
     return {k: v.to(device) for k, v in inputs.items()}
@@ -173,7 +174,7 @@ def collate_cached(items: list[tuple[int, int, dict[str, Any]]], store: FeatureS
         a, b = int(store.offsets[i]), int(store.offsets[i + 1])
         values[row, : b - a] = store.values[a:b]
         segments[row, : b - a] = store.segments[a:b].long()
-    batch = {"values": values, "mask": torch.arange(T)[None, :] < torch.tensor(lengths)[:, None], "segments": segments}
+    batch = {"values": values, "mask": length_mask(torch.tensor(lengths), T), "segments": segments}
     if feats and feats[0].get("label") is not None:
         batch["labels"] = torch.tensor([f["label"] for f in feats])  # (B,)
     if feats and feats[0].get("tags") is not None:
