@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--task", default=None, help="classification | pair | regression | ner | cws")
     t.add_argument("--head", default=None, help="ner, cws: softmax | crf | bilstm_crf (default crf; bilstm_crf in "
                    "mode=features); mode=features also: mlp | bilstm (one text), esim | mlp (pairs)")
-    t.add_argument("--model", default=None, help="a model directory, a hub id, default-zh or minilm-en")
+    t.add_argument("--model", default=None, help="a model directory, a hub id, or a shipped name: "
+                   "e5-small (recommended for Chinese), e5-small-full, default-zh, minilm-en")
     t.add_argument("--train", required=True, help="FILE (.csv .tsv .jsonl; CoNLL for ner/cws) or builtin:NAME "
                    "(reviews, peoples-daily-ner, peoples-daily-cws)")
     t.add_argument("--dev", help="FILE or builtin:NAME:dev")
@@ -63,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--feature-lr", type=float, default=1e-3, help="learning rate of the feature-mode heads")
     c.add_argument("--keep-models", action="store_true", help="keep each run's model under OUTPUT/models")
     c.add_argument("overrides", nargs="*", metavar="key=value")
+
+    pv = sub.add_parser("prune-vocab", help="keep only the vocabulary pieces a corpus or a script set uses; "
+                        "embeddings and tokenizer remapped")
+    pv.add_argument("--model", required=True)
+    pv.add_argument("--output", required=True)
+    pv.add_argument("--corpus", nargs="+", default=[], help="text files (one line a text) or builtin:default, "
+                    "builtin:reviews, builtin:peoples-daily: keep every piece their tokenisation uses")
+    pv.add_argument("--keep", default=None, help="scripts whose pieces are all kept: any of cjk,ascii,punct")
+    pv.add_argument("--check", nargs="+", default=[], help="texts to report segmentation changes on (files or "
+                    "builtin:NAME[:split]); default: the corpus")
 
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
     e.add_argument("--model", required=True)
@@ -121,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             result = api.compare(args.task, args.model, args.train, args.output, dev=args.dev, test=args.test,
                                  config=args.config, overrides=overrides, feature_lr=args.feature_lr,
                                  keep_models=args.keep_models, command=command)
+        elif args.command == "prune-vocab":
+            result = api.prune_vocab(args.model, args.output, corpus=args.corpus, keep=args.keep, check=args.check)
+            print(f"kept {result['kept']:,} of {result['before']:,} pieces; parameters {result['parameters_before']:,} -> "
+                  f"{result['parameters_after']:,}; of {result['corpus_tokens']:,} checked tokens "
+                  f"{result['unknown_share']:.4%} become unknown, {result['changed_share']:.4%} are segmented differently "
+                  f"({result['changed_texts']} of {result['texts']} texts)")
         elif args.command == "evaluate":
             result = api.evaluate(args.model, args.data, encoding=args.encoding)
             if not args.json:
@@ -139,6 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"plmkit {args.command}: interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False) or args.command in ("train", "pretrain", "probe-layers", "compare"):
+    if getattr(args, "json", False) or args.command in ("train", "pretrain", "probe-layers", "compare", "prune-vocab"):
         print(json.dumps(result, ensure_ascii=False))
     return 0

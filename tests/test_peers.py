@@ -8,7 +8,7 @@ from seqeval.metrics import f1_score
 from seqeval.scheme import IOB2
 
 from plmkit.data.tagging import Sentence, spans_to_tags, tags_to_spans
-from plmkit.peers import char_class, crf_ner, jieba_cws, unit_features
+from plmkit.peers import char_class, crf_tagger, jieba_cws, unit_features
 
 NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨帆", "赵磊", "黄敏", "周杰", "吴刚", "欧阳修", "司马光"]
 PLACES = ["北京", "上海", "广州", "深圳", "南京", "杭州"]
@@ -55,9 +55,9 @@ def test_features_and_char_classes():
     assert {"c0=学", "c+1=</s>", "c-2=京", "b-1=大|学"} <= set(feats[3])
 
 
-def test_crf_ner_learns_a_toy_task():
+def test_crf_tagger_learns_a_toy_task():
     train, test = toy_ner(60, seed=0), toy_ner(30, seed=1)
-    out = crf_ner(train, test, max_iterations=50)
+    out = crf_tagger(train, test, max_iterations=50)
     assert set(out) >= {"pred", "seconds", "params"}
     assert out["params"]["max_iterations"] == 50
     assert [len(p) for p in out["pred"]] == [len(s.tags) for s in test]

@@ -104,8 +104,13 @@ def _layout(tokenizer_json: str) -> tuple[Tokenizer, Layout]:
 
 
 def backend_and_layout(tokenizer) -> tuple[Tokenizer, Layout]:
-    """A copy of the tokenizer's backend without padding or truncation, and its special-token layout."""
-    return _layout(tokenizer.backend_tokenizer.to_str())
+    """A copy of the tokenizer's backend without padding or truncation, and its special-token layout.
+    Kept on the tokenizer: serialising a large vocabulary (e5's is 16 MB) for every text would dominate."""
+    cached = getattr(tokenizer, "_plmkit_layout", None)
+    if cached is None:
+        cached = _layout(tokenizer.backend_tokenizer.to_str())
+        tokenizer._plmkit_layout = cached
+    return cached
 
 
 def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strategy: str,

