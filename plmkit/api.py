@@ -38,7 +38,8 @@ def _texts(specs: Sequence[str]) -> list[str]:
 
     texts: list[str] = []
     for spec in specs:
-        if spec.startswith("builtin:") and spec.split(":")[1] not in CORPORA:
+        parts = spec.split(":")
+        if parts[0] == "builtin" and (len(parts) > 2 or parts[1] not in CORPORA):  # a data set, or one split of it
             try:
                 texts += [ex.text for ex in load_builtin(spec)]
             except DataError:

@@ -184,6 +184,10 @@ def test_every_character_keeps_its_own_tokens_where_pieces_span_several(e5_dirs)
     (word,) = encode_sentences([Sentence(text, units, ("O",) * len(text))], tok, "bio", "word")
     assert sum(map(len, piece.tokens)) < sum(map(len, word.tokens))  # no word marker before every character
     assert tok.convert_ids_to_tokens(piece.tokens[0])[0].startswith("\u2581")  # the sentence start keeps it
+    raw = "iPhone15手机 在北京，ＡＢＣ"  # no units given (predict, JSONL): CJK characters, letter runs, the rest
+    (enc,) = encode_sentences([Sentence(raw, None)], tok, "bio")
+    assert [raw[a:b] for a, b in enc.units] == ["iPhone15", "手", "机", "在", "北", "京", "，", "ＡＢＣ"]
+    assert all(enc.tokens) and tok.convert_ids_to_tokens(enc.tokens[3])[0].startswith("\u2581")  # after the space
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +296,35 @@ def test_e5_small_trains_saves_predicts_and_opens_in_a_pipeline(e5_dirs, toy_dat
         by_label = {s["label"]: s["score"] for s in scores}
         for label, p in row["probabilities"].items():
             assert abs(by_label[label] - p) < 1e-4
+
+
+def test_pretraining_continues_from_e5_small(e5_dirs, tmp_path):
+    """Domain-adaptive pretraining starts from e5-small: masked LM over its own tokenizer (<mask>), a
+    fresh MLM transform on top of the tied embeddings; a few steps lower the training loss."""
+    from transformers import AutoModel
+
+    from plmkit import api
+
+    corpus = _write(tmp_path / "corpus.txt", [t for t, _ in __import__("conftest").toy_rows(400, 5)] * 2)
+    out = tmp_path / "dapt"
+    result = api.pretrain([str(corpus)], out, overrides={"init": "e5-small", "max_length": 32, "batch_size": 16,
+                                                         "max_steps": 8, "epochs": 1, "lr": 2e-4, "progress": False, "log_steps": 2,
+                                                         "heldout_fraction": 0.05})
+    losses = [loss for _, loss in result["losses"]]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    model = AutoModel.from_pretrained(out, use_safetensors=True)
+    assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 12
+
+
+def test_prune_vocab_cli_reports_on_a_shipped_split(e5_dirs, tmp_path, capsys):
+    from plmkit.cli import main
+
+    corpus = _write(tmp_path / "c.txt", SENTENCES)
+    assert main(["prune-vocab", "--model", e5_dirs["small"], "--output", str(tmp_path / "p"), "--corpus", str(corpus),
+                 "--check", "builtin:reviews:test"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("kept ") and "1687 texts" in out[0]
+    result = json.loads(out[-1])
+    assert result["texts"] == 1687 and result["changed_texts"] > 0 and 0 < result["unknown_share"] < 1
+    assert main(["prune-vocab", "--model", e5_dirs["small"], "--output", str(tmp_path / "q"), "--keep", "latin"]) == 2
+    assert "unknown script 'latin'" in capsys.readouterr().err

@@ -68,12 +68,18 @@ def resolve_precision(requested: str) -> str:
 def prefer_fast_attention(model: torch.nn.Module, precision: str, device: torch.device) -> None:
     """Under bf16 autocast on a CPU, PyTorch's fused attention (sdpa) with a padding mask takes a slow
     path: measured on e5-small (batch 32, 64 tokens, AMX CPU) eager attention trains 2.0x faster
-    (0.47 s against 0.94 s a step); in fp32 sdpa is the faster (1.16 s against 1.36 s)."""
-    if device.type == "cpu" and precision == "bf16" and getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
-        try:
-            model.set_attn_implementation("eager")
-        except (ValueError, AttributeError):
-            pass  # a model without an eager path keeps sdpa
+    (0.47 s against 0.94 s a step); in fp32 sdpa is the faster (1.16 s against 1.36 s). Applies to
+    every Hugging Face model inside `model` (a tagger's encoder, a feature extractor)."""
+    if device.type != "cpu" or precision != "bf16":
+        return
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
+            try:
+                module.set_attn_implementation("eager")
+            except (ValueError, AttributeError):
+                pass  # a model without an eager path keeps sdpa
 
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, state: LoopState) -> None:
