@@ -61,7 +61,10 @@ class TrainConfig:
     dropout: float | None = None  # overrides the checkpoint's hidden dropout when set
     trust_remote_code: bool = False
     mode: str = "finetune"  # finetune | features (frozen encoder run once, its layers cached, a head trained on them)
-    head: str | None = None  # ner, cws: softmax | crf | bilstm_crf; features mode: also mlp | bilstm (texts), esim | mlp (pairs)
+    # classification, pair, regression: cls | pool; ner, cws: softmax | crf | bilstm_crf;
+    # features mode: also mlp | bilstm (texts), esim | mlp (pairs)
+    head: str | None = None
+    pooling: str = "mean"  # classification, pair, regression with head=pool: mean | max | mean_max
     head_lr: float | None = None  # learning rate of the head's own weights; default loop.lr
     unit_tokens: str = "auto"  # ner, cws: auto | word | piece (how each character becomes tokens; see tasks/tagging.py)
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length

@@ -168,6 +168,6 @@ def test_tagging_input_errors(tiny_model_dir, toy_ner, toy_data, tmp_path):
         api.train("builtin:peoples-daily-cws", tmp_path / "c", overrides={"task": "ner"} | model)
     with pytest.raises(ConfigError, match="head: unknown 'cnn'"):
         api.train(str(toy_ner["train"]), tmp_path / "d", overrides={"task": "ner", "head": "cnn"} | model)
-    with pytest.raises(ConfigError, match="has one head"):
+    with pytest.raises(ConfigError, match="head: unknown 'crf' for task 'classification'; known: cls, pool"):
         api.train(str(toy_data["train"]), tmp_path / "e", overrides={"task": "classification", "head": "crf"} | model)
     assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()

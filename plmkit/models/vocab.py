@@ -204,9 +204,16 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), s
         save_file(pruned, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in ("tokenizer_config.json", "special_tokens_map.json"):
-            if (source / name).is_file():
-                (tmp / name).write_text((source / name).read_text(encoding="utf-8"), encoding="utf-8")
+        if (source / "special_tokens_map.json").is_file():
+            (tmp / "special_tokens_map.json").write_text((source / "special_tokens_map.json").read_text(encoding="utf-8"),
+                                                         encoding="utf-8")
+        if (source / "tokenizer_config.json").is_file():
+            tok_config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
+            if "added_tokens_decoder" in tok_config:  # keyed by id: remapped like the rest
+                tok_config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in tok_config["added_tokens_decoder"].items()
+                                                      if int(k) in new_id}
+            (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n",
+                                                       encoding="utf-8")
         for f in tmp.iterdir():
             f.chmod(plain_mode())
     return PruneReport(len(keep), len(_vocab_pieces(tok_json, str(source))), before, after, total, changed, unknown,

@@ -16,8 +16,14 @@ from plmkit.registry import TASKS
 from plmkit.tasks.base import Task
 
 
+SEQUENCE_HEADS = ("cls", "pool")
+
+
 def build_sequence_classifier(source: str, labels: list[str], dropout: float | None = None,
-                              trust_remote_code: bool = False, pad_token_id: int | None = None) -> torch.nn.Module:
+                              trust_remote_code: bool = False, pad_token_id: int | None = None, head: str | None = None,
+                              pooling: str = "mean") -> torch.nn.Module:
+    """head `cls` (default): the family's own *ForSequenceClassification; `pool`: masked `pooling`
+    (mean | max | mean_max) over the real tokens (plmkit.models.pooled)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -33,6 +39,11 @@ def build_sequence_classifier(source: str, labels: list[str], dropout: float | N
                 kwargs[key] = dropout
     if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
         kwargs["pad_token_id"] = pad_token_id  # GPT-style models find the last real token by it
+    if head == "pool":
+        from plmkit.models.pooled import build_pooled_classifier
+
+        label_kwargs = {k: v for k, v in kwargs.items() if k in ("num_labels", "id2label", "label2id", "problem_type")}
+        return build_pooled_classifier(source, pooling, label_kwargs, dropout, trust_remote_code)
     return AutoModelForSequenceClassification.from_pretrained(
         source, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
     )

@@ -97,8 +97,13 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
           command: str | None = None, callbacks: Sequence[Callable[[LoopState], None]] = ()) -> dict[str, Any]:
     """Fine-tune `cfg.model` for `cfg.task` on `train_spec`; the best model (by dev metric) is saved at `output`."""
     task = TASKS.get(cfg.task)
-    if cfg.head is not None:
-        raise ConfigError(f"head: task {task.name!r} has one head; --head chooses among the heads of ner and cws")
+    from plmkit.models.pooled import POOLINGS
+    from plmkit.tasks.classification import SEQUENCE_HEADS
+
+    if cfg.head is not None and cfg.head not in SEQUENCE_HEADS:
+        raise ConfigError(f"head: unknown {cfg.head!r} for task {task.name!r}; known: {', '.join(SEQUENCE_HEADS)}")
+    if cfg.pooling not in POOLINGS:
+        raise ConfigError(f"pooling: unknown {cfg.pooling!r}; known: {', '.join(POOLINGS)}")
     output = Path(output)
     started = time.time()
     if dev_spec is None and train_spec.startswith("builtin:"):
@@ -121,7 +126,8 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     check_limits(source, cfg, model_config, tokenizer)
     torch.manual_seed(cfg.loop.seed)
-    model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, tokenizer.pad_token_id)
+    model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, tokenizer.pad_token_id,
+                             head=cfg.head, pooling=cfg.pooling)
     param_groups, before_batch = finetune_setup(model, cfg)
     train_feats = featurize(train_ex, tokenizer, cfg, train_y)
     dev_feats = featurize(dev_ex, tokenizer, cfg, dev_y)

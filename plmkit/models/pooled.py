@@ -1,0 +1,112 @@
+"""Any encoder with a pooled classification head: masked mean, masked max, or both, over the real
+tokens only (padding never counts; for the max it is pushed to the dtype's lowest value).
+
+A `[CLS]` head reads one token through a pooler; an encoder trained to be read by its mean
+(e5 pools by the mean of its token states, and its checkpoint has no pooler) may suit a mean
+head better. The model is a Hugging Face model type of plmkit's ("plmkit-pooled", the encoder's
+own config inside), registered with AutoConfig and AutoModelForSequenceClassification on import,
+so a saved directory opens with `AutoModelForSequenceClassification` and `pipeline` once plmkit
+is imported. Shapes: B batch, T tokens, H hidden, C classes.
+"""
+
+# no `from __future__ import annotations`: transformers reads the config dataclass's annotations at runtime
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+POOLINGS = ("mean", "max", "mean_max")
+
+
+@strict
+class PooledConfig(PreTrainedConfig):
+    model_type = "plmkit-pooled"
+    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder_config: PreTrainedConfig | dict | None = None
+    pooling: str = "mean"
+    classifier_dropout: float | int | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling: unknown {self.pooling!r}; known: {', '.join(POOLINGS)}")
+        super().__post_init__(**kwargs)
+
+    @property
+    def type_vocab_size(self) -> int:
+        return getattr(self.encoder_config, "type_vocab_size", 0) or 0
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder_config.hidden_size
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, T, H), mask (B, T) -> (B, H) for mean or max, (B, 2H) for mean_max; real positions only."""
+    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+    parts = []
+    if how in ("mean", "mean_max"):
+        parts.append((x * m).sum(1) / m.sum(1).clamp(min=1))  # (B, H)
+    if how in ("max", "mean_max"):
+        parts.append(x.masked_fill(~mask.unsqueeze(-1).bool(), torch.finfo(x.dtype).min).max(1).values)  # (B, H)
+    return torch.cat(parts, -1)
+
+
+class PooledForSequenceClassification(PreTrainedModel):
+    """encoder (no pooler) -> masked pooling -> dropout -> Linear(H or 2H, C)."""
+
+    config_class = PooledConfig
+    base_model_prefix = "encoder"
+
+    def __init__(self, config: PooledConfig, encoder: nn.Module | None = None):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.encoder = encoder if encoder is not None else _without_pooler(AutoModel.from_config, config.encoder_config)
+        dropout = config.classifier_dropout
+        if dropout is None:
+            dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
+        self.dropout = nn.Dropout(dropout)
+        width = config.encoder_config.hidden_size * (2 if config.pooling == "mean_max" else 1)
+        self.classifier = nn.Linear(width, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if module is getattr(self, "classifier", None):
+            nn.init.normal_(module.weight, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool | None = None, **kwargs) -> SequenceClassifierOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.config.type_vocab_size > 1:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)
+        logits = self.classifier(self.dropout(pool(hidden, attention_mask, self.config.pooling)))  # (B, C)
+        return SequenceClassifierOutput(logits=logits)  # the loss is the task's, outside the model
+
+
+def _without_pooler(build, *args, **kwargs) -> nn.Module:
+    try:
+        return build(*args, add_pooling_layer=False, **kwargs)
+    except TypeError:  # families without a pooler take no such argument
+        return build(*args, **kwargs)
+
+
+def build_pooled_classifier(source: str, pooling: str, labels_kwargs: dict, dropout: float | None = None,
+                            trust_remote_code: bool = False) -> PooledForSequenceClassification:
+    """A pooled classifier on the pretrained encoder at `source`; `labels_kwargs`: num_labels, id2label, ..."""
+    encoder = _without_pooler(AutoModel.from_pretrained, source, use_safetensors=True, trust_remote_code=trust_remote_code)
+    config = PooledConfig(encoder_config=encoder.config.to_dict(), pooling=pooling, classifier_dropout=dropout,
+                          pad_token_id=encoder.config.pad_token_id, **labels_kwargs)
+    config.encoder_config = encoder.config
+    return PooledForSequenceClassification(config, encoder=encoder)
+
+
+AutoConfig.register(PooledConfig.model_type, PooledConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(PooledConfig, PooledForSequenceClassification, exist_ok=True)
