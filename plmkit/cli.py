@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fine-tune a model for a task, or train a head on its frozen layers (mode=features)")
     t.add_argument("--task", default=None, help="classification | pair | regression | ner | cws")
-    t.add_argument("--head", default=None, help="ner, cws: softmax | crf | bilstm_crf (default crf; bilstm_crf in "
+    t.add_argument("--head", default=None, help="classification, pair, regression: cls (default) | pool (masked "
+                   "pooling=mean|max|mean_max); ner, cws: softmax | crf | bilstm_crf (default crf; bilstm_crf in "
                    "mode=features); mode=features also: mlp | bilstm (one text), esim | mlp (pairs)")
     t.add_argument("--model", default=None, help="a model directory, a hub id, or a shipped name: "
                    "e5-small (recommended for Chinese), e5-small-full, default-zh, minilm-en")

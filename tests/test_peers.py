@@ -77,3 +77,16 @@ def test_jieba_spans_cover_the_text():
     words = [texts[0][a:b] for a, b in out["pred"][0]]
     assert "北京大学" in words or "北京" in words
     assert "我们" in words
+
+
+def test_lac_segments_and_finds_entities_with_offsets():
+    from plmkit.data.tagging import Sentence
+    from plmkit.peers import lac_tagger
+
+    texts = ["张三在北京市工作", "李四去上海", "ＡＢＣ公司的iPhone 15"]
+    out = lac_tagger([Sentence(t, None) for t in texts], batch_size=2)
+    for text, words in zip(texts, out["words"]):
+        assert words[0][0] == 0 and words[-1][1] == len(text)
+        assert all(a < b and b == c for (a, b), (c, _) in zip(words, words[1:]))  # contiguous, in order
+    assert (0, 2, "PER") in out["entities"][0] and (3, 6, "LOC") in out["entities"][0]
+    assert (0, 2, "PER") in out["entities"][1]

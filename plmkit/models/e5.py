@@ -188,8 +188,8 @@ def compile_charsmap(normaliser: dict[int, tuple[int, ...]]) -> bytes:
 
     with tempfile.TemporaryDirectory(prefix="plmkit-charsmap-") as tmp:
         rules, corpus = Path(tmp) / "rules.tsv", Path(tmp) / "corpus.txt"
-        rules.write_text("".join(f"{cp:X}\t{' '.join(f'{o:X}' for o in out)}\n" for cp, out in sorted(normaliser.items())),
-                         encoding="utf-8")
+        lines = (f"{cp:X}\t{' '.join(f'{o:X}' for o in out)}\n" for cp, out in sorted(normaliser.items()))
+        rules.write_text("".join(lines), encoding="utf-8")
         corpus.write_text("abc def\n" * 20, encoding="utf-8")
         spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(Path(tmp) / "m"), vocab_size=12,
                                        model_type="char", normalization_rule_tsv=str(rules), minloglevel=2)

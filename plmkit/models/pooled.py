@@ -101,7 +101,8 @@ def _without_pooler(build, *args, **kwargs) -> nn.Module:
 def build_pooled_classifier(source: str, pooling: str, labels_kwargs: dict, dropout: float | None = None,
                             trust_remote_code: bool = False) -> PooledForSequenceClassification:
     """A pooled classifier on the pretrained encoder at `source`; `labels_kwargs`: num_labels, id2label, ..."""
-    encoder = _without_pooler(AutoModel.from_pretrained, source, use_safetensors=True, trust_remote_code=trust_remote_code)
+    encoder = _without_pooler(AutoModel.from_pretrained, source, use_safetensors=True,
+                              trust_remote_code=trust_remote_code)
     config = PooledConfig(encoder_config=encoder.config.to_dict(), pooling=pooling, classifier_dropout=dropout,
                           pad_token_id=encoder.config.pad_token_id, **labels_kwargs)
     config.encoder_config = encoder.config

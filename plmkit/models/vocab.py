@@ -28,8 +28,9 @@ WORDPIECE_CONT = "##"
 
 def _is_cjk(ch: str) -> bool:
     cp = ord(ch)
+    # ideographs (and extensions, compatibility forms), radicals, CJK punctuation, bopomofo
     return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FA1F or 0xF900 <= cp <= 0xFAFF
-            or 0x2E80 <= cp <= 0x2FDF or 0x3000 <= cp <= 0x303F or 0x3100 <= cp <= 0x312F)  # ideographs, radicals, CJK punctuation, bopomofo
+            or 0x2E80 <= cp <= 0x2FDF or 0x3000 <= cp <= 0x303F or 0x3100 <= cp <= 0x312F)
 
 
 def _is_ascii(ch: str) -> bool:
@@ -125,7 +126,8 @@ def pruned_tokenizer_json(tok_json: dict, keep: list[int]) -> dict:
     return out
 
 
-def choose_pieces(tok_json: dict, source: str, corpus: Iterable[str] = (), scripts: list[str] = ()) -> tuple[list[int], list[list[int]]]:
+def choose_pieces(tok_json: dict, source: str, corpus: Iterable[str] = (),
+                  scripts: list[str] = ()) -> tuple[list[int], list[list[int]]]:
     """Sorted ids to keep: specials, the pieces in `scripts`, the pieces the corpus uses; and the corpus's ids."""
     from tokenizers import Tokenizer
 
@@ -194,7 +196,8 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), s
             unknown += sum(1 for i in b.ids if i == unk_new) - sum(1 for i in a.ids if i == unk_old)
 
     new_id = {old: new for new, old in enumerate(keep)}
-    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "decoder_start_token_id"):
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id",
+                "decoder_start_token_id"):
         if isinstance(config.get(key), int) and config[key] in new_id:
             config[key] = new_id[config[key]]
     config["vocab_size"] = len(keep)
@@ -205,13 +208,13 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), s
         (tmp / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if (source / "special_tokens_map.json").is_file():
-            (tmp / "special_tokens_map.json").write_text((source / "special_tokens_map.json").read_text(encoding="utf-8"),
-                                                         encoding="utf-8")
+            specials = (source / "special_tokens_map.json").read_text(encoding="utf-8")
+            (tmp / "special_tokens_map.json").write_text(specials, encoding="utf-8")
         if (source / "tokenizer_config.json").is_file():
             tok_config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
             if "added_tokens_decoder" in tok_config:  # keyed by id: remapped like the rest
-                tok_config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in tok_config["added_tokens_decoder"].items()
-                                                      if int(k) in new_id}
+                added = tok_config["added_tokens_decoder"]
+                tok_config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in added.items() if int(k) in new_id}
             (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n",
                                                        encoding="utf-8")
         for f in tmp.iterdir():

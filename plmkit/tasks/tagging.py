@@ -96,7 +96,8 @@ def encode_sentences(sentences: Sequence[Sentence], tokenizer, scheme: str, unit
     if pieces:
         for i, unit_texts in zip(given, words):
             s = sentences[i]
-            out[i] = Encoded(s, list(s.units), _piece_tokens(backend, unit_texts), list(s.tags) if s.tags is not None else None)
+            tags = list(s.tags) if s.tags is not None else None
+            out[i] = Encoded(s, list(s.units), _piece_tokens(backend, unit_texts), tags)
     else:
         for i, enc in zip(given, backend.encode_batch(words, is_pretokenized=True, add_special_tokens=False) if given else []):
             s = sentences[i]
@@ -109,7 +110,8 @@ def encode_sentences(sentences: Sequence[Sentence], tokenizer, scheme: str, unit
         if s.units is None:
             if pieces:
                 units = [m.span() for m in _RAW_UNIT.finditer(s.text)]
-                tokens = _piece_tokens(backend, [s.text[a:b] for a, b in units], [s.text[a - 1 : a] == " " for a, _ in units])
+                spaced = [s.text[a - 1 : a] == " " for a, _ in units]
+                tokens = _piece_tokens(backend, [s.text[a:b] for a, b in units], spaced)
             else:
                 units, tokens = _word_units(backend.encode(s.text, add_special_tokens=False))
             out[i] = _with_span_tags(s, units, tokens, scheme)
