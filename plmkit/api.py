@@ -33,17 +33,17 @@ def pretrain(corpus: Sequence[str], output: str | Path, *, config: str | Path | 
 
 def _texts(specs: Sequence[str]) -> list[str]:
     """Lines of corpus files or builtin corpora; builtin:NAME:split gives a shipped data set's texts."""
-    from plmkit.data.builtin import CORPORA, load_builtin, load_tagged_builtin
+    from plmkit.data.builtin import CORPORA, TAGGED_DATASETS, load_builtin, load_tagged_builtin
     from plmkit.pretrain.run import read_corpus
 
     texts: list[str] = []
     for spec in specs:
         parts = spec.split(":")
         if parts[0] == "builtin" and (len(parts) > 2 or parts[1] not in CORPORA):  # a data set, or one split of it
-            try:
-                texts += [ex.text for ex in load_builtin(spec)]
-            except DataError:
+            if parts[1] in TAGGED_DATASETS:
                 texts += [s.text for s in load_tagged_builtin(spec)]
+            else:
+                texts += [ex.text for ex in load_builtin(spec)]  # an unknown name is refused there, with the known ones
         else:
             texts += read_corpus([spec])
     return texts

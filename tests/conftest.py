@@ -38,25 +38,29 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A randomly initialised BERT (hidden 32, 2 layers) with a WordPiece vocabulary trained here."""
+def save_tiny_bert(path: Path, tokenizer) -> Path:
+    """A randomly initialised BERT (hidden 32, 2 layers, seed 0) for `tokenizer`, saved as a model directory."""
+    import torch
     from transformers import BertConfig, BertForMaskedLM
 
     from plmkit.models.saving import save_model_dir
+
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    save_model_dir(path, BertForMaskedLM(config), tokenizer)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised BERT (hidden 32, 2 layers) with a WordPiece vocabulary trained here."""
     from plmkit.pretrain.tokenizer import train_wordpiece
 
     corpus = ["".join(t for t, _ in toy_rows(50, s)) for s in range(20)]
     corpus += ["我爱北京天安门 hello world 2024年，ＡＢＣ１２３。", "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸", "一二三四五六七八九十"] * 5
     tokenizer = train_wordpiece(corpus, vocab_size=300)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
-    import torch
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny") / "tiny-bert"
-    save_model_dir(path, BertForMaskedLM(config), tokenizer)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert", tokenizer)
 
 
 @pytest.fixture(scope="session")

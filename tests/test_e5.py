@@ -193,10 +193,9 @@ def test_every_character_keeps_its_own_tokens_where_pieces_span_several(e5_dirs)
 @pytest.fixture(scope="module")
 def tiny_e5_dir(e5_dirs, tmp_path_factory):
     """A tiny BERT (hidden 32, 2 layers) reading e5's own tokenizer, pruned to the toy vocabulary."""
-    from conftest import FILLER, GIVEN, PLACES, SURNAMES, toy_rows
-    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+    from conftest import FILLER, GIVEN, PLACES, SURNAMES, save_tiny_bert, toy_rows
+    from transformers import PreTrainedTokenizerFast
 
-    from plmkit.models.saving import save_model_dir
     from plmkit.models.vocab import prune_vocab
 
     corpus = [t for t, _ in toy_rows(200, 0)] + [SURNAMES + GIVEN + PLACES + FILLER + "京", "是中国的一部分", "台湾是中国领土"]
@@ -205,12 +204,7 @@ def tiny_e5_dir(e5_dirs, tmp_path_factory):
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(pruned / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
                                         cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>",
                                         mask_token="<mask>", model_input_names=["input_ids", "attention_mask"])
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-e5") / "model"
-    save_model_dir(path, BertForMaskedLM(config), tokenizer)
-    return path
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-e5") / "model", tokenizer)
 
 
 def test_ner_with_a_sentencepiece_tokenizer_is_character_exact(tiny_e5_dir, toy_ner):
@@ -328,3 +322,16 @@ def test_prune_vocab_cli_reports_on_a_shipped_split(e5_dirs, tmp_path, capsys):
     assert result["texts"] == 1687 and result["changed_texts"] > 0 and 0 < result["unknown_share"] < 1
     assert main(["prune-vocab", "--model", e5_dirs["small"], "--output", str(tmp_path / "q"), "--keep", "latin"]) == 2
     assert "unknown script 'latin'" in capsys.readouterr().err
+
+
+def test_piece_units_need_a_sentencepiece_tokenizer(tiny_model_dir):
+    from plmkit.errors import ConfigError
+    from plmkit.models.encoders import load_tokenizer
+    from plmkit.tasks.tagging import unit_tokens_for
+
+    tok = load_tokenizer(str(tiny_model_dir))  # WordPiece
+    assert unit_tokens_for(tok, "auto") == "word"
+    with pytest.raises(ConfigError, match="unit_tokens: piece needs a sentencepiece"):
+        unit_tokens_for(tok, "piece")
+    with pytest.raises(ConfigError, match="known: auto, word, piece"):
+        unit_tokens_for(tok, "char")

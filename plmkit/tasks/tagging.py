@@ -46,10 +46,12 @@ def unit_tokens_for(tokenizer, choice: str = "auto") -> str:
     (Metaspace) tokenizers, word otherwise."""
     if choice not in UNIT_TOKENS:
         raise ConfigError(f"unit_tokens: unknown {choice!r}; known: {', '.join(UNIT_TOKENS)}")
+    sentencepiece = _metaspace(backend_and_layout(tokenizer)[0].pre_tokenizer) is not None
+    if choice == "piece" and not sentencepiece:
+        raise ConfigError("unit_tokens: piece needs a sentencepiece (Metaspace) tokenizer; this one is not: use word")
     if choice != "auto":
         return choice
-    backend, _ = backend_and_layout(tokenizer)
-    return "piece" if _metaspace(backend.pre_tokenizer) is not None else "word"
+    return "piece" if sentencepiece else "word"
 
 
 def _metaspace(pre_tokenizer) -> str | None:
@@ -65,11 +67,11 @@ def _metaspace(pre_tokenizer) -> str | None:
     return None
 
 
-def _piece_tokens(backend, units: Sequence[str], spaced: Sequence[bool] | None = None) -> list[list[int]]:
-    """Each unit's pieces as the continuation of the units before it: normalised, the word marker
+def _piece_tokens(backend, marker: str, units: Sequence[str],
+                  spaced: Sequence[bool] | None = None) -> list[list[int]]:
+    """Each unit's pieces as the continuation of the units before it: normalised, the word `marker`
     added only at the start and after a space (a space unit, or `spaced[k]`: a space before unit k);
     a unit that normalises to nothing or to space has none."""
-    marker = _metaspace(backend.pre_tokenizer)
     out, word_start = [], True
     for k, unit in enumerate(units):
         word_start = word_start or bool(spaced and spaced[k])
@@ -89,7 +91,8 @@ def encode_sentences(sentences: Sequence[Sentence], tokenizer, scheme: str, unit
     words (`word`), or each CJK character, each run of letters and digits, each other non-space
     character (`piece`: a sentencepiece word is a whole run of unspaced Chinese)."""
     backend, _ = backend_and_layout(tokenizer)
-    pieces = unit_tokens_for(tokenizer, unit_tokens) == "piece"
+    marker = _metaspace(backend.pre_tokenizer) if unit_tokens_for(tokenizer, unit_tokens) == "piece" else None
+    pieces = marker is not None
     out: list[Encoded | None] = [None] * len(sentences)
     given = [i for i, s in enumerate(sentences) if s.units is not None]
     words = [[sentences[i].text[a:b] for a, b in sentences[i].units] for i in given]
@@ -97,7 +100,7 @@ def encode_sentences(sentences: Sequence[Sentence], tokenizer, scheme: str, unit
         for i, unit_texts in zip(given, words):
             s = sentences[i]
             tags = list(s.tags) if s.tags is not None else None
-            out[i] = Encoded(s, list(s.units), _piece_tokens(backend, unit_texts), tags)
+            out[i] = Encoded(s, list(s.units), _piece_tokens(backend, marker, unit_texts), tags)
     else:
         for i, enc in zip(given, backend.encode_batch(words, is_pretokenized=True, add_special_tokens=False) if given else []):
             s = sentences[i]
@@ -111,7 +114,7 @@ def encode_sentences(sentences: Sequence[Sentence], tokenizer, scheme: str, unit
             if pieces:
                 units = [m.span() for m in _RAW_UNIT.finditer(s.text)]
                 spaced = [s.text[a - 1 : a] == " " for a, _ in units]
-                tokens = _piece_tokens(backend, [s.text[a:b] for a, b in units], spaced)
+                tokens = _piece_tokens(backend, marker, [s.text[a:b] for a, b in units], spaced)
             else:
                 units, tokens = _word_units(backend.encode(s.text, add_special_tokens=False))
             out[i] = _with_span_tags(s, units, tokens, scheme)
