@@ -5,7 +5,7 @@ the shipped name uses (`e5-small`: pieces made only of CJK, ASCII and punctuatio
 the shipped training corpus uses (`plmkit prune-vocab --corpus builtin:default`). For each: its
 parameter count, the share of test-review tokens segmented differently from the full vocabulary,
 and the median time of a training step (batch 32 of real training reviews cut to 64 tokens,
-AdamW over every parameter, the run's precision) on real review batches.
+AdamW over every parameter as plmkit's loop builds it, the run's precision) on real review batches.
 
     python bench/prune_speed.py [--steps 6] [--precision auto|no|bf16]
 
@@ -26,8 +26,10 @@ import torch
 from plmkit import api
 from plmkit.cli import quiet_libraries
 from plmkit.data.builtin import load_builtin
+from plmkit.config import LoopConfig
 from plmkit.models.encoders import resolve_model
 from plmkit.train.loop import prefer_fast_attention, resolve_precision
+from plmkit.train.optim import build_optimizer
 
 
 def step_seconds(model_dir: str, texts: list[str], steps: int, precision: str) -> float:
@@ -37,7 +39,7 @@ def step_seconds(model_dir: str, texts: list[str], steps: int, precision: str) -
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2, use_safetensors=True)
     prefer_fast_attention(model, precision, torch.device("cpu"))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    opt = build_optimizer(model, LoopConfig(lr=1e-5))  # plmkit's own: AdamW as the training loop builds it
     times = []
     for k in range(steps + 1):
         batch = tok(texts[32 * k : 32 * (k + 1)], padding=True, truncation=True, max_length=64, return_tensors="pt")

@@ -69,8 +69,8 @@ def _runner(task: str, mode: str = "finetune"):
     kind = TASKS.get(task).kind
     if mode == "features":
         import plmkit.train.features as runner
-    elif mode != "finetune":
-        raise ConfigError(f"mode: unknown {mode!r}; known: finetune, features")
+    elif mode not in ("finetune", "partial"):
+        raise ConfigError(f"mode: unknown {mode!r}; known: finetune, partial, features")
     elif kind == "tagging":
         import plmkit.train.tagging as runner
     else:
@@ -109,12 +109,12 @@ def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: s
 
 def compare(task: str, model: str, train: str, output: str | Path, *, dev: str | None = None, test: str | None = None,
             config: str | Path | None = None, overrides: dict[str, Any] | None = None, feature_lr: float = 1e-3,
-            keep_models: bool = False, command: str | None = None) -> dict[str, Any]:
-    """Feature extraction against fine-tuning on one budget; see plmkit.report.compare."""
+            keep_models: bool = False, command: str | None = None, partial_freeze: int | None = None) -> dict[str, Any]:
+    """Feature extraction against partial and full fine-tuning on one budget; see plmkit.report.compare."""
     from plmkit.report.compare import compare as run
 
     return run(task, model, train, output, dev=dev, test=test, config=config, overrides=overrides,
-               feature_lr=feature_lr, keep_models=keep_models, command=command)
+               feature_lr=feature_lr, keep_models=keep_models, command=command, partial_freeze=partial_freeze)
 
 
 def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:
@@ -185,14 +185,19 @@ def predict(model: str | Path, *, input: str | None = None, text: str | None = N
     return rows
 
 
-def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = None,
+         config: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune the recommended Chinese encoder (the recipe's model, e5-small) on review sentiment, beside a
-    TF-IDF + logistic regression peer measured on the same split in the same run."""
+    TF-IDF + logistic regression peer measured on the same split in the same run. `config`: another
+    recipe than configs/demo.yaml."""
     from plmkit.data.builtin import load_builtin
     from plmkit.peers import tfidf_logreg
     from plmkit.train.finetune import predict as predict_examples
 
     started = time.time()
+    recipe = Path(config) if config else CONFIGS / "demo.yaml"
+    cfg = build_config(TrainConfig, recipe, overrides)  # a bad recipe fails here, before the peer runs
+    _runner(cfg.task, cfg.mode)
     splits = {s: load_builtin(f"builtin:reviews:{s}") for s in ("train", "dev", "test")}
     print(f"review sentiment: {len(splits['train'])} train, {len(splits['dev'])} dev, {len(splits['test'])} test")
     peer = tfidf_logreg(splits["train"], splits["dev"], splits["test"])
@@ -200,8 +205,8 @@ def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = No
           f"dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}  ({peer['seconds']}s)")
     with tempfile.TemporaryDirectory(prefix="plmkit-demo-") as tmp:
         model_dir = Path(output) if output else Path(tmp) / "model"
-        trained = train("builtin:reviews", model_dir, config=CONFIGS / "demo.yaml", overrides=overrides,
-                        command="plmkit demo" + (f" --output {output}" if output else ""))
+        trained = train("builtin:reviews", model_dir, config=recipe, overrides=overrides,
+                        command="plmkit demo" + (f" --config {config}" if config else "") + (f" --output {output}" if output else ""))
         test = evaluate(model_dir, "builtin:reviews:test")
         predictions = predict_examples(model_dir, [Example(text=t) for t in DEMO_SENTENCES])
     result = {
@@ -210,7 +215,7 @@ def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = No
         "peer_test_accuracy": peer["test_accuracy"], "seconds": round(time.time() - started, 1),
         "predictions": predictions, "model": str(output) if output else None,
     }
-    name = f"plmkit ({build_config(TrainConfig, CONFIGS / 'demo.yaml', overrides).model} fine-tuned):"
+    name = f"plmkit ({cfg.model}, mode {cfg.mode}):"
     print(f"{name} dev {result['dev_accuracy']:.4f}  test {result['test_accuracy']:.4f}")
     print(f"{'peer:':<{len(name)}} dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}")
     for p in predictions:

@@ -16,6 +16,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="fine-tune the shipped Chinese encoder on review sentiment, with a peer beside it")
     d.add_argument("--output", help="save the fine-tuned model directory here")
+    d.add_argument("--config", default=None, help="another recipe than the shipped configs/demo.yaml")
     d.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
     d.add_argument("overrides", nargs="*", metavar="key=value")
 
@@ -53,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--config", help="YAML recipe")
     pl.add_argument("overrides", nargs="*", metavar="key=value")
 
-    c = sub.add_parser("compare", help="feature extraction (last layer, scalar mix) against fine-tuning (plain, with "
-                       "tricks) on one task, model, budget and seed; writes a Markdown and HTML report")
+    c = sub.add_parser("compare", help="feature extraction (last layer, scalar mix) against partial fine-tuning and "
+                       "fine-tuning (plain, with tricks) on one task, model, budget and seed; writes a Markdown and HTML report")
     c.add_argument("--task", required=True)
     c.add_argument("--model", required=True)
     c.add_argument("--train", required=True, help="FILE or builtin:NAME")
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="YAML recipe shared by every run")
     c.add_argument("--feature-lr", type=float, default=1e-3, help="learning rate of the feature-mode heads")
     c.add_argument("--keep-models", action="store_true", help="keep each run's model under OUTPUT/models")
+    c.add_argument("--partial-freeze", type=int, default=None,
+                   help="layers the partial run caches (mode=partial freeze_layers=N); default half the model's")
     c.add_argument("overrides", nargs="*", metavar="key=value")
 
     pv = sub.add_parser("prune-vocab", help="keep only the vocabulary pieces a corpus or a script set uses; "
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_overrides(getattr(args, "overrides", []) or [])
         if args.command == "demo":
-            result = api.demo(output=args.output, overrides=overrides)
+            result = api.demo(output=args.output, overrides=overrides, config=args.config)
         elif args.command == "pretrain":
             if args.arch:
                 overrides["arch"] = args.arch
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compare":
             result = api.compare(args.task, args.model, args.train, args.output, dev=args.dev, test=args.test,
                                  config=args.config, overrides=overrides, feature_lr=args.feature_lr,
-                                 keep_models=args.keep_models, command=command)
+                                 keep_models=args.keep_models, command=command, partial_freeze=args.partial_freeze)
         elif args.command == "prune-vocab":
             result = api.prune_vocab(args.model, args.output, corpus=args.corpus, keep=args.keep, check=args.check)
             print(f"kept {result['kept']:,} of {result['before']:,} pieces; parameters {result['parameters_before']:,} -> "

@@ -60,7 +60,9 @@ class TrainConfig:
     encoding: str = "utf-8"
     dropout: float | None = None  # overrides the checkpoint's hidden dropout when set
     trust_remote_code: bool = False
-    mode: str = "finetune"  # finetune | features (frozen encoder run once, its layers cached, a head trained on them)
+    # finetune | partial (the embeddings and bottom freeze_layers layers run once, cached; the rest fine-tunes)
+    # | features (the frozen encoder runs once, its layers cached, a head trained on them)
+    mode: str = "finetune"
     # classification, pair, regression: cls | pool; ner, cws: softmax | crf | bilstm_crf;
     # features mode: also mlp | bilstm (texts), esim | mlp (pairs)
     head: str | None = None
@@ -69,7 +71,8 @@ class TrainConfig:
     unit_tokens: str = "auto"  # ner, cws: auto | word | piece (how each character becomes tokens; see tasks/tagging.py)
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
     layer_lr_decay: float = 1.0  # finetune: each layer below the top gets the rate of the one above times this
-    freeze_layers: int = 0  # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything)
+    # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything); partial: run them once, cached
+    freeze_layers: int = 0
     gradual_unfreeze: bool = False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
     unfreeze_every: int = 0  # gradual_unfreeze: optimiser steps between unfreezings; 0 = one group per epoch
     layers: str = "mix"  # features: mix (learned scalar mix of every layer) | last | N (layer N alone; 0 = embeddings)

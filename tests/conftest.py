@@ -112,3 +112,23 @@ def toy_ner(tmp_path_factory) -> dict[str, Path]:
     sents = toy_tagged(260, seed=3)
     return {"train": write_conll(d / "train.conll", sents[:180]), "dev": write_conll(d / "dev.conll", sents[180:220]),
             "test": write_conll(d / "test.conll", sents[220:])}
+
+
+def stop_at(step: int):
+    """A training callback that interrupts the run (as Ctrl-C would) after optimiser step `step`."""
+
+    def callback(state) -> None:
+        if state.step == step:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def cut_and_resume(train_spec: str, out: Path, overrides: dict, step: int, **kwargs) -> dict:
+    """api.train interrupted after optimiser step `step`, then resumed from its last checkpoint:
+    the resumed run's summary."""
+    from plmkit import api
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train(train_spec, out, overrides=overrides, callbacks=[stop_at(step)], **kwargs)
+    return api.train(train_spec, out, overrides=overrides, resume=True, **kwargs)

@@ -39,15 +39,17 @@ def test_probe_layers_cli_on_tagging(tiny_model_dir, toy_ner, tmp_path, capsys):
     assert all(r["dev_f1"] is not None for r in result["layers"])
 
 
-def test_compare_runs_four_variants_and_writes_the_report(tiny_model_dir, toy_data, tmp_path):
+def test_compare_runs_five_variants_and_writes_the_report(tiny_model_dir, toy_data, tmp_path):
     out = tmp_path / "cmp"
     result = api.compare("classification", str(tiny_model_dir), str(toy_data["train"]), out, dev=str(toy_data["dev"]),
                          test=str(toy_data["test"]), feature_lr=5e-3,
                          overrides=FAST | {"epochs": "2", "lr": "3e-3", "cache_dir": str(tmp_path / "cache")})
     runs = {r["run"]: r for r in result["runs"]}
-    assert list(runs) == ["features, last layer", "features, scalar mix", "fine-tuning", "fine-tuning + tricks"]
+    assert list(runs) == ["features, last layer", "features, scalar mix", "partial, bottom 1 cached", "fine-tuning",
+                          "fine-tuning + tricks"]
     assert all(r["test_accuracy"] is not None and r["dev_accuracy"] is not None for r in runs.values())
     assert runs["features, last layer"]["extract_seconds"] is not None and runs["fine-tuning"]["extract_seconds"] is None
+    assert runs["partial, bottom 1 cached"]["extract_seconds"] is not None
     # same budget: every run takes the same number of optimiser steps
     assert len({r["steps"] for r in runs.values()}) == 1
     # the tricks' unfreezing is paced by plain fine-tuning's steps: all 4 groups open half-way

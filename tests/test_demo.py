@@ -55,3 +55,25 @@ def test_default_zh_ships_and_is_pretrained():
 
     baseline = Counter(targets).most_common(1)[0][1] / total
     assert hits / total > 1.3 * baseline, (hits / total, baseline)
+
+
+def test_demo_takes_another_recipe(tiny_model_dir, tmp_path, capsys):
+    """`plmkit demo --config FILE`: the recipe's mode and model are what train; overrides still win."""
+    from plmkit.cli import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"task: classification\nmodel: {tiny_model_dir}\nmode: partial\nfreeze_layers: 1\n"
+                      "max_length: 32\nloop:\n  epochs: 1\n  max_steps: 2\n  progress: false\n")
+    out = tmp_path / "demo-model"
+    assert main(["demo", "--config", str(recipe), "--output", str(out), "max_steps=3"]) == 0
+    printed = capsys.readouterr().out
+    assert f"plmkit ({tiny_model_dir}, mode partial)" in printed
+    meta = json.loads((out / "plmkit.json").read_text())
+    assert meta["config"]["mode"] == "partial" and meta["config"]["loop"]["max_steps"] == 3
+    assert meta["command"].startswith(f"plmkit demo --config {recipe}")
+    for text, message in (("mode: sideways\n", "mode: unknown 'sideways'"), ("epochz: 3\n", "epochz")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        assert main(["demo", "--config", str(bad)]) != 0
+        captured = capsys.readouterr()
+        assert message in captured.err and "peer" not in captured.out  # refused before anything ran

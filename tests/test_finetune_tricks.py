@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 from plmkit import api
 from plmkit.config import LoopConfig
 from plmkit.errors import ConfigError
+
+from conftest import cut_and_resume
 from plmkit.tasks.classification import build_sequence_classifier
 from plmkit.tasks.tagging import build_tagger
 from plmkit.train.loop import LoopState
@@ -205,14 +207,7 @@ def test_gradual_unfreeze_by_steps_resumes_exactly(tiny_model_dir, toy_data, tmp
     common = {"model": str(tiny_model_dir), "epochs": 1, "lr": 3e-3, "gradual_unfreeze": True, "unfreeze_every": 4,
               "save_steps": 3, **FAST}
     api.train(str(toy_data["train"]), tmp_path / "full", overrides=common)
-
-    def interrupt(state):
-        if state.step == 7:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        api.train(str(toy_data["train"]), tmp_path / "cut", overrides=common, callbacks=[interrupt])
-    api.train(str(toy_data["train"]), tmp_path / "cut", overrides=common, resume=True)
+    cut_and_resume(str(toy_data["train"]), tmp_path / "cut", common, step=7)
     full, cut, base = _weights(tmp_path / "full"), _weights(tmp_path / "cut"), _weights(tiny_model_dir)
     for name in full:
         torch.testing.assert_close(cut[name], full[name], rtol=0, atol=0, msg=name)

@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 from plmkit import api
 from plmkit.errors import TrainingError
 
+from conftest import stop_at
+
 FAST = {"progress": "false", "batch_size": "16", "lr": "3e-3", "log_steps": "1"}
 
 
@@ -64,12 +66,10 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, toy
     common = {"model": str(tiny_model_dir), "epochs": "2", "save_steps": "3", "dropout": "0.2", **FAST}
     api.train(str(toy_data["train"]), tmp_path / "full", dev=str(toy_data["dev"]), overrides=common)
 
-    def interrupt(state):
-        if state.step == 14:  # an epoch is 10 steps: this dies mid-epoch 2, after the checkpoint at step 12
-            raise KeyboardInterrupt
-
+    # an epoch is 10 steps: this dies mid-epoch 2, after the checkpoint at step 12
     with pytest.raises(KeyboardInterrupt):
-        api.train(str(toy_data["train"]), tmp_path / "cut", dev=str(toy_data["dev"]), overrides=common, callbacks=[interrupt])
+        api.train(str(toy_data["train"]), tmp_path / "cut", dev=str(toy_data["dev"]), overrides=common,
+                  callbacks=[stop_at(14)])
     state = json.loads((tmp_path / "cut" / "checkpoint" / "loop_state.json").read_text())
     assert state["step"] == 12 and state["epoch"] == 1 and state["batches_done"] == 2
     resumed = api.train(str(toy_data["train"]), tmp_path / "cut", dev=str(toy_data["dev"]), overrides=common, resume=True)

@@ -66,9 +66,14 @@ class Tagger(nn.Module):
         self.classifier = nn.Linear(2 * (hidden // 2) if self.lstm else hidden, len(labels))
         self.crf = CRF(len(labels), *allowed_transitions(labels, scheme)) if head != "softmax" else None
 
-    def forward(self, input_ids, attention_mask, unit_pos, unit_mask, token_type_ids=None) -> torch.Tensor:
-        """Emission scores (B, U, L) for the units at `unit_pos` (B, U) of `input_ids` (B, T)."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    def forward(self, input_ids, attention_mask, unit_pos, unit_mask, token_type_ids=None,
+                inputs_embeds=None) -> torch.Tensor:
+        """Emission scores (B, U, L) for the units at `unit_pos` (B, U) of `input_ids` (B, T); with
+        `inputs_embeds` (B, T, H) given (mode=partial: cached states), those are read instead of the ids."""
+        if inputs_embeds is not None:
+            inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        else:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and getattr(self.config, "type_vocab_size", 0) > 1:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)

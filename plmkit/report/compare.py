@@ -1,8 +1,9 @@
 """`plmkit compare`: to tune or not to tune, on one task and model with one budget and seed.
 
-Four runs: feature extraction from the last layer, feature extraction with a learned
-scalar mix, plain fine-tuning, and fine-tuning with the three tricks (slanted triangular
-LR, discriminative LR, gradual unfreezing). Every run gets the same epochs, batch size
+Five runs: feature extraction from the last layer, feature extraction with a learned
+scalar mix, partial fine-tuning (the bottom half of the layers run once and cached, the top
+half and the head trained: mode=partial), plain fine-tuning, and fine-tuning with the three
+tricks (slanted triangular LR, discriminative LR, gradual unfreezing). Every run gets the same epochs, batch size
 and seed; feature heads get their own learning rate (`feature_lr`), as a frozen encoder
 with a fresh head wants a larger one. The report: a table of dev and test metrics and
 wall times, learning curves, and the scalar mix's layer weights.
@@ -24,13 +25,15 @@ from plmkit.report.tables import Report, write_report
 TRICKS = {"schedule": "stlr", "layer_lr_decay": 0.95, "gradual_unfreeze": True}
 
 
-def variants(feature_lr: float, feature_head: str) -> dict[str, dict[str, Any]]:
+def variants(feature_lr: float, feature_head: str, partial_freeze: int) -> dict[str, dict[str, Any]]:
     """Run name -> the overrides that make it, on top of the shared recipe."""
     features = {"mode": "features", "lr": feature_lr, "head": feature_head, "layer_lr_decay": 1.0,
                 "gradual_unfreeze": False, "warmup_ratio": 0.0}
     return {
         "features, last layer": features | {"layers": "last"},
         "features, scalar mix": features | {"layers": "mix"},
+        f"partial, bottom {partial_freeze} cached": {"mode": "partial", "freeze_layers": partial_freeze,
+                                                     "gradual_unfreeze": False},
         "fine-tuning": {"mode": "finetune"},
         "fine-tuning + tricks": {"mode": "finetune"} | TRICKS,
     }
@@ -44,8 +47,10 @@ def _test_spec(train: str, test: str | None) -> str | None:
 
 def compare(task: str, model: str, train: str, output: str | Path, *, dev: str | None = None, test: str | None = None,
             config: str | Path | None = None, overrides: dict[str, Any] | None = None, feature_lr: float = 1e-3,
-            keep_models: bool = False, only: list[str] | None = None, command: str | None = None) -> dict[str, Any]:
-    """Run the four variants; write report.md, report.html, results.json and PNGs in `output`."""
+            keep_models: bool = False, only: list[str] | None = None, command: str | None = None,
+            partial_freeze: int | None = None) -> dict[str, Any]:
+    """Run the five variants; write report.md, report.html, results.json and PNGs in `output`.
+    `partial_freeze`: the layers the partial run caches (default: half the model's)."""
     from plmkit import api
     from plmkit.config import TrainConfig, build_config
     from plmkit.errors import ConfigError
@@ -56,7 +61,8 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
 
     shared = dict(overrides or {}) | {"task": task, "model": model}
     cfg = build_config(TrainConfig, config, shared)
-    runs = variants(feature_lr, default_head(TASKS.get(cfg.task)))
+    n_layers = load_config(resolve_model(cfg.model), cfg.trust_remote_code).num_hidden_layers
+    runs = variants(feature_lr, default_head(TASKS.get(cfg.task)), partial_freeze or max(1, n_layers // 2))
     unknown = sorted(set(only or []) - set(runs))
     if unknown:
         raise ConfigError(f"compare: unknown run {unknown[0]!r}; known: {', '.join(runs)}")
@@ -66,7 +72,7 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
     test = _test_spec(train, test)
     output = Path(output)
     models = output / "models"
-    n_groups = load_config(resolve_model(cfg.model), cfg.trust_remote_code).num_hidden_layers + 2
+    n_groups = n_layers + 2
     rows, curves, layer_weights = [], {}, None
     started = time.time()
     for name, extra in runs.items():

@@ -28,8 +28,18 @@ class Task:
     kind: str = "sequence"
 
 
+def pad_hidden(feats: list[dict[str, Any]]) -> torch.Tensor:
+    """Cached hidden states (mode=partial), (T_i, H) each, padded with zeros to (B, T, H) in fp32."""
+    lengths = [f["hidden"].shape[0] for f in feats]
+    out = torch.zeros(len(feats), max(lengths), feats[0]["hidden"].shape[1])  # (B, T, H)
+    for row, f in enumerate(feats):
+        out[row, : lengths[row]] = f["hidden"].float()
+    return out
+
+
 def collate_encoded(items: list[tuple[int, int, dict[str, Any]]], pad_id: int, label_dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Dynamic padding of encoded examples: input_ids, token_type_ids, attention_mask (B, T), labels (B,)."""
+    """Dynamic padding of encoded examples: input_ids, token_type_ids, attention_mask (B, T), labels (B,);
+    hidden (B, T, H) when the examples carry cached states (mode=partial)."""
     feats = [f for _, _, f in items]
     input_ids = pad([f["input_ids"] for f in feats], pad_id)  # (B, T)
     lengths = torch.tensor([len(f["input_ids"]) for f in feats])  # (B,)
@@ -40,4 +50,6 @@ def collate_encoded(items: list[tuple[int, int, dict[str, Any]]], pad_id: int, l
     }
     if feats and feats[0].get("label") is not None:
         batch["labels"] = torch.tensor([f["label"] for f in feats], dtype=label_dtype)  # (B,)
+    if feats and "hidden" in feats[0]:
+        batch["hidden"] = pad_hidden(feats)  # (B, T, H)
     return batch

@@ -20,7 +20,7 @@ from plmkit.data.truncation import backend_and_layout
 from plmkit.errors import ConfigError
 from plmkit.models.tagger import HEADS, Tagger, load_encoder
 from plmkit.registry import TASKS
-from plmkit.tasks.base import Task
+from plmkit.tasks.base import Task, pad_hidden
 
 
 @dataclass
@@ -217,6 +217,8 @@ def collate_windows(items: list[tuple[int, int, dict[str, Any]]], pad_id: int) -
     }
     if feats[0]["tags"] is not None:
         batch["tags"] = pad([f["tags"] for f in feats], 0)  # (B, U)
+    if "hidden" in feats[0]:
+        batch["hidden"] = pad_hidden(feats)  # (B, T, H): cached states (mode=partial)
     return batch
 
 
@@ -299,7 +301,8 @@ def build_tagger(source: str, labels: list[str], dropout: float | None = None, t
 
 
 def tagging_loss(model: Tagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"])  # (B, U, L)
+    emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
+                      inputs_embeds=batch.get("hidden"))  # (B, U, L)
     return model.loss(emissions, batch["tags"], batch["unit_mask"])
 
 

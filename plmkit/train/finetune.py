@@ -59,6 +59,9 @@ def featurize(examples: Sequence[Example], tokenizer, cfg: TrainConfig, targets:
 
 
 def forward_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits (B, C); from the cached states `hidden` when the batch has them (mode=partial's top view)."""
+    if "hidden" in batch:
+        return model(inputs_embeds=batch["hidden"], attention_mask=batch["attention_mask"]).logits  # (B, C)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if getattr(model.config, "type_vocab_size", 0) > 1:
         inputs["token_type_ids"] = batch["token_type_ids"]
@@ -135,6 +138,13 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     label_dtype = torch.long if labels else torch.float
     collate = lambda items: collate_encoded(items, tokenizer.pad_token_id, label_dtype)  # noqa: E731
     loss_fn = lambda model, batch: task.loss(forward_logits(model, batch), batch["labels"])  # noqa: E731
+    trained, extra = model, {}
+    if cfg.mode == "partial":  # the frozen bottom runs once here; the loop trains the top view on its output
+        from plmkit.train.partial import prepare
+
+        cached = time.time()
+        trained, train_feats, dev_feats = prepare(model, cfg, train_feats, dev_feats, collate)
+        extra["extract_seconds"] = round(time.time() - cached, 1)
 
     def evaluate(model, accelerator) -> dict[str, float]:
         logits = predict_logits(model, dev_feats, tokenizer.pad_token_id, cfg.loop.eval_batch_size, accelerator.device)
@@ -147,16 +157,17 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
         "train": train_spec, "dev": dev_spec, "command": command, "seed": cfg.loop.seed, "config": to_dict(cfg),
     }
 
-    save_best = best_model_saver(output, tokenizer, meta)
+    saver = best_model_saver(output, tokenizer, meta)
+    save_best = lambda _trained, state: saver(model, state)  # noqa: E731  (the whole model, also in partial mode)
     state = train_loop(
-        model, loss_fn, train_feats, [len(f["input_ids"]) for f in train_feats], collate, cfg.loop, output,
+        trained, loss_fn, train_feats, [len(f["input_ids"]) for f in train_feats], collate, cfg.loop, output,
         evaluate=evaluate if dev_feats else None, metric=f"dev_{task.main_metric}",
         greater_is_better=task.greater_is_better, save_best=save_best, resume=resume, callbacks=callbacks,
         param_groups=param_groups, before_batch=before_batch, find_unused_parameters=cfg.gradual_unfreeze,
     )
     if not dev_feats:
         save_best(model, state)
-    return run_summary(output, state, started)
+    return run_summary(output, state, started) | extra
 
 
 def best_model_saver(output: Path, tokenizer, meta: dict[str, Any]) -> Callable[[torch.nn.Module, LoopState], None]:

@@ -91,7 +91,12 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, s
 
 
 def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> LoopState:
-    load_model(model, str(path / "model.safetensors"))
+    try:
+        load_model(model, str(path / "model.safetensors"))
+    except RuntimeError as e:  # another task, head, mode or freeze_layers than the run that wrote it
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))[:200]
+        raise TrainingError(f"{path}: the checkpoint does not fit this model ({first}); resume with the options "
+                            "of the run that wrote it") from None
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     return LoopState(**json.loads((path / "loop_state.json").read_text()))

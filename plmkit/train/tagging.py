@@ -71,7 +71,8 @@ def predict_tags(model, encoded: Sequence[Encoded], feats: Sequence[dict[str, An
         for start in tqdm(range(0, len(order), batch_size), desc="tagging", leave=False, disable=not progress):
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate_windows([(0, i, {**feats[i], "tags": None}) for i in idx], pad_id).items()}
-            emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"])  # (B, U, L)
+            emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
+                              inputs_embeds=batch.get("hidden"))  # (B, U, L)
             decoded = model.decode(emissions, batch["unit_mask"]).cpu()  # (B, U)
             for i, row in zip(idx, decoded):
                 window_tags[i] = row[: len(feats[i]["unit_pos"])].tolist()
@@ -115,6 +116,13 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     param_groups, before_batch = finetune_setup(model, cfg)  # the head: everything outside `encoder.`
     pad_id = tokenizer.pad_token_id
     dev_gold = [e.tags for e in dev_enc]
+    trained, extra = model, {}
+    if cfg.mode == "partial":  # the frozen bottom runs once over every window; the loop trains the top view
+        from plmkit.train.partial import prepare
+
+        cached = time.time()
+        trained, train_feats, dev_feats = prepare(model, cfg, train_feats, dev_feats, partial(collate_windows, pad_id=pad_id))
+        extra["extract_seconds"] = round(time.time() - cached, 1)
 
     def evaluate(model, accelerator) -> dict[str, float]:
         pred = predict_tags(accelerator.unwrap_model(model), dev_enc, dev_feats, pad_id, cfg.loop.eval_batch_size,
@@ -128,16 +136,17 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
         "unit_tokens": unit_tokens,
         "train": train_spec, "dev": dev_spec, "command": command, "seed": cfg.loop.seed, "config": to_dict(cfg),
     }
-    save_best = best_model_saver(output, tokenizer, meta)
+    saver = best_model_saver(output, tokenizer, meta)
+    save_best = lambda _trained, state: saver(model, state)  # noqa: E731  (the whole model, also in partial mode)
     state = train_loop(
-        model, task.loss, train_feats, [len(f["input_ids"]) for f in train_feats], partial(collate_windows, pad_id=pad_id),
+        trained, task.loss, train_feats, [len(f["input_ids"]) for f in train_feats], partial(collate_windows, pad_id=pad_id),
         cfg.loop, output, evaluate=evaluate if dev_feats else None, metric=f"dev_{task.main_metric}",
         greater_is_better=True, save_best=save_best, resume=resume, callbacks=callbacks, param_groups=param_groups,
         before_batch=before_batch, find_unused_parameters=cfg.gradual_unfreeze,
     )
     if not dev_feats:
         save_best(model, state)
-    return run_summary(output, state, started) | {"head": head, "scheme": scheme, "windows": len(train_feats)}
+    return run_summary(output, state, started) | {"head": head, "scheme": scheme, "windows": len(train_feats)} | extra
 
 
 def load_trained(model_dir: str | Path):

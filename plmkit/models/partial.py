@@ -1,0 +1,95 @@
+"""Partial fine-tuning over cached lower layers: views of one model split at layer N.
+
+`mode=partial freeze_layers=N` runs the embeddings and the bottom N layers once over the data
+(they are frozen, so their output never changes) and trains the top layers and the head on
+those cached states for as many epochs as asked: each step costs the top layers only, forward
+and backward. It sits between feature extraction (nothing of the encoder trains) and
+fine-tuning (everything trains and everything runs every step); no peer offers it.
+
+The two views share every parameter with the task model and change nothing in it, so the
+model that is saved is the ordinary fine-tuned model: it predicts from token ids, opens with
+`pipeline`, and exports like any other.
+- bottom: the base encoder with layers [0, N) and no pooler; token ids -> hidden states (B, T, H).
+- top: the task model whose base encoder starts at layer N: its embeddings pass the given
+  `inputs_embeds` (the cached states) through unchanged and only layers [N, L) run.
+
+Supported: encoders laid out like BERT (`embeddings`, `encoder.layer`): BERT, RoBERTa,
+XLM-R/e5, ELECTRA, SpanBERT. ALBERT shares one layer's weights across depth, and GPT and
+ELMo have other layouts; they are refused with the reason. Shapes: B batch, T tokens, H hidden.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from plmkit.errors import ConfigError
+
+
+class PassThrough(nn.Module):
+    """Stands in for the embeddings in the top view: the cached states are already embedded."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **kwargs) -> torch.Tensor:
+        if inputs_embeds is None:
+            raise ValueError("the top view of a split model reads cached hidden states (inputs_embeds), not token ids")
+        return inputs_embeds
+
+
+def _view(module: nn.Module, **children: nn.Module | None) -> nn.Module:
+    """A shallow copy of `module` with some children replaced; every other child (and so every
+    parameter) is the original object, and `module` itself is left as it was."""
+    out = copy.copy(module)
+    out._modules = dict(module._modules)
+    out._modules.update(children)
+    return out
+
+
+def base_attribute(model: nn.Module) -> str:
+    """The attribute that holds the pretrained encoder: Hugging Face's `base_model_prefix`, or
+    `encoder` for plmkit's tagger."""
+    prefix = getattr(model, "base_model_prefix", None)
+    if isinstance(prefix, str) and isinstance(getattr(model, prefix, None), nn.Module):
+        return prefix
+    if isinstance(getattr(model, "encoder", None), nn.Module):
+        return "encoder"
+    raise ConfigError(f"mode: partial needs a model with a pretrained encoder inside; {type(model).__name__} has none")
+
+
+def _layers(base: nn.Module) -> nn.ModuleList:
+    encoder = getattr(base, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if not isinstance(layers, nn.ModuleList) or not isinstance(getattr(base, "embeddings", None), nn.Module):
+        kind = getattr(getattr(base, "config", None), "model_type", type(base).__name__)
+        reason = " (its layers share one set of weights)" if kind == "albert" else ""
+        raise ConfigError(f"mode: partial supports encoders laid out like BERT (embeddings, encoder.layer); "
+                          f"{kind!r} is not{reason}: use mode=finetune with freeze_layers instead")
+    return layers
+
+
+def split(model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
+    """(bottom, top) views of `model` split below layer `n` (1 <= n < number of layers)."""
+    attr = base_attribute(model)
+    base = getattr(model, attr)
+    layers = _layers(base)
+    if not 1 <= n < len(layers):
+        raise ConfigError(f"freeze_layers: mode=partial caches the bottom N layers, N in [1, {len(layers) - 1}] "
+                          f"(the model has {len(layers)}); got {n}")
+    bottom = _view(base, encoder=_view(base.encoder, layer=layers[:n]))
+    if "pooler" in bottom._modules:
+        bottom._modules["pooler"] = None
+    replaced = {"embeddings": PassThrough(), "encoder": _view(base.encoder, layer=layers[n:])}
+    if "embeddings_project" in base._modules:  # ELECTRA: the cached states are already hidden-sized
+        replaced["embeddings_project"] = nn.Identity()
+    top = _view(model, **{attr: _view(base, **replaced)})
+    return bottom, top
+
+
+@torch.no_grad()
+def run_bottom(bottom: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Hidden states (B, T, H) after the bottom layers, for a batch of token ids."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if getattr(bottom.config, "type_vocab_size", 0) > 1 and "token_type_ids" in batch:
+        inputs["token_type_ids"] = batch["token_type_ids"]
+    return bottom(**inputs).last_hidden_state
