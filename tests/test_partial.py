@@ -141,6 +141,13 @@ def test_partial_needs_a_depth_to_cache(tiny_model_dir, toy_data, tmp_path):
                                                                     "epochs": 1, **FAST})
 
 
+def test_partial_refuses_gradual_unfreezing(tiny_model_dir, toy_data, tmp_path):
+    with pytest.raises(ConfigError, match="gradual_unfreeze: not with mode=partial"):
+        api.train(str(toy_data["train"]), tmp_path / "m", overrides={
+            "model": str(tiny_model_dir), "mode": "partial", "freeze_layers": 1, "gradual_unfreeze": True, **FAST})
+    assert not (tmp_path / "m").exists()  # refused before anything ran or was written
+
+
 def test_partial_run_resumes_exactly(tiny_model_dir, toy_data, tmp_path):
     """A partial run cut at step 7 and resumed from its step-6 checkpoint (the cache is rebuilt, the top's
     weights and optimiser come back) ends with the weights of the uninterrupted run."""

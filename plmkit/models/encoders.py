@@ -1,4 +1,5 @@
-"""Find and load pretrained checkpoints: a directory, a hub id, or a shipped name."""
+"""Find and load pretrained checkpoints (a directory, a hub id, or a shipped name), and find the
+pretrained encoder inside a task model."""
 
 from __future__ import annotations
 
@@ -142,3 +143,15 @@ def check_tokenizer_matches(source: str, tokenizer, config) -> None:
 def read_plmkit_meta(path: str) -> dict | None:
     meta = Path(path) / "plmkit.json"
     return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+
+
+def encoder_attribute(model) -> str | None:
+    """The attribute of `model` that holds its pretrained encoder: Hugging Face's `base_model_prefix`
+    ("bert", "roberta", ...), `encoder` for plmkit's Tagger, "" when `model` is the base model
+    itself; None when neither says."""
+    from torch import nn
+
+    prefix = getattr(model, "base_model_prefix", None)
+    if isinstance(prefix, str):
+        return prefix if prefix and isinstance(getattr(model, prefix, None), nn.Module) else ""
+    return "encoder" if isinstance(getattr(model, "encoder", None), nn.Module) else None

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from plmkit.errors import ConfigError
+from plmkit.models.encoders import encoder_attribute
 
 
 class PassThrough(nn.Module):
@@ -46,17 +47,6 @@ def _view(module: nn.Module, **children: nn.Module | None) -> nn.Module:
     return out
 
 
-def base_attribute(model: nn.Module) -> str:
-    """The attribute that holds the pretrained encoder: Hugging Face's `base_model_prefix`, or
-    `encoder` for plmkit's tagger."""
-    prefix = getattr(model, "base_model_prefix", None)
-    if isinstance(prefix, str) and isinstance(getattr(model, prefix, None), nn.Module):
-        return prefix
-    if isinstance(getattr(model, "encoder", None), nn.Module):
-        return "encoder"
-    raise ConfigError(f"mode: partial needs a model with a pretrained encoder inside; {type(model).__name__} has none")
-
-
 def _layers(base: nn.Module) -> nn.ModuleList:
     encoder = getattr(base, "encoder", None)
     layers = getattr(encoder, "layer", None)
@@ -70,7 +60,9 @@ def _layers(base: nn.Module) -> nn.ModuleList:
 
 def split(model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
     """(bottom, top) views of `model` split below layer `n` (1 <= n < number of layers)."""
-    attr = base_attribute(model)
+    attr = encoder_attribute(model)
+    if not attr:
+        raise ConfigError(f"mode: partial needs a task model with a pretrained encoder inside; {type(model).__name__} has none")
     base = getattr(model, attr)
     layers = _layers(base)
     if not 1 <= n < len(layers):

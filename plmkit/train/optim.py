@@ -11,6 +11,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from plmkit.config import LoopConfig, TrainConfig
 from plmkit.errors import ConfigError
+from plmkit.models.encoders import encoder_attribute
 
 if TYPE_CHECKING:
     from plmkit.train.loop import LoopState
@@ -101,24 +102,14 @@ def _is_embedding(name: str) -> bool:
     return any(("embed" in part and "project" not in part) or part in ("wte", "wpe") for part in name.split("."))
 
 
-def _base_prefix(model: torch.nn.Module) -> str | None:
-    """Where the pretrained encoder's parameters sit: Hugging Face's `base_model_prefix` ('' when `model`
-    is the base model itself), `encoder.` for plmkit's Tagger; None when neither says."""
-    prefix = getattr(model, "base_model_prefix", None)
-    if isinstance(prefix, str):
-        return prefix + "." if prefix and isinstance(getattr(model, prefix, None), torch.nn.Module) else ""
-    if isinstance(getattr(model, "encoder", None), torch.nn.Module):
-        return "encoder."
-    return None
-
-
 def named_layer_groups(model: torch.nn.Module) -> list[tuple[str, list[str]]]:
     """(group name, parameter names) from bottom to top: embeddings, layer.0 ... layer.N-1, head.
 
     Base-model parameters in neither embeddings nor a layer (pooler, final layer norm, ELECTRA's
     embeddings_project) join the top layer; everything outside the base model is the head.
     Every parameter is in exactly one group; empty groups are left out."""
-    base = _base_prefix(model)
+    attr = encoder_attribute(model)
+    base = attr and attr + "."  # where the encoder's parameter names start: "bert.", "" (the base model), None
     embeddings: list[str] = []
     layers: dict[int, list[str]] = {}
     rest: list[str] = []
@@ -202,9 +193,11 @@ def finetune_setup(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[dict[
     check_schedule(cfg.loop)
     groups = finetune_param_groups(model, cfg.loop.weight_decay, cfg.loop.lr, cfg.layer_lr_decay, cfg.head_lr)
     before_batch = gradual_unfreezer(model, layer_groups(model), cfg.unfreeze_every) if cfg.gradual_unfreeze else None
+    if cfg.gradual_unfreeze and (cfg.freeze_layers or cfg.mode == "partial"):
+        raise ConfigError("gradual_unfreeze: not with mode=partial (it trains a fixed top over cached layers)"
+                          if cfg.mode == "partial" else
+                          "freeze_layers: not with gradual_unfreeze (it decides what is frozen itself)")
     if cfg.freeze_layers:
-        if cfg.gradual_unfreeze:
-            raise ConfigError("freeze_layers: not with gradual_unfreeze (it decides what is frozen itself)")
         freeze_bottom(model, cfg.freeze_layers)
         groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
     return groups, before_batch

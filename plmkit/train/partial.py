@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 import torch
 
-from plmkit.errors import ConfigError
 from plmkit.models.partial import run_bottom
 
 
@@ -57,8 +56,6 @@ def prepare(model: torch.nn.Module, cfg, train_feats: list[dict[str, Any]], dev_
     from plmkit.models.partial import split
     from plmkit.train.loop import prefer_fast_attention, resolve_precision
 
-    if cfg.gradual_unfreeze:
-        raise ConfigError("mode: partial trains a fixed top; gradual_unfreeze would change what is cached")
     bottom, top = split(model, cfg.freeze_layers)
     precision = resolve_precision(cfg.loop.mixed_precision)
     device = PartialState().device
