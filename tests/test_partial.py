@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from plmkit import api
 from plmkit.errors import ConfigError, TrainingError
-from plmkit.models.partial import split
+from plmkit.models.partial import keep_bottom_layers, split
 from plmkit.tasks.classification import build_sequence_classifier
 from plmkit.tasks.tagging import build_tagger
 from conftest import cut_and_resume
@@ -161,3 +161,39 @@ def test_partial_run_resumes_exactly(tiny_model_dir, toy_data, tmp_path):
     with pytest.raises(TrainingError, match="the checkpoint does not fit this model"):  # refused, not misloaded
         api.train(str(toy_data["train"]), tmp_path / "cut", overrides=common | {"freeze_layers": 0, "mode": "finetune"},
                   resume=True)
+
+
+# ---- keep_layers: the top of the encoder dropped ----
+
+@pytest.mark.parametrize("head", ["cls", "pool"])
+def test_kept_layers_compute_what_the_bottom_of_the_whole_model_computes(tiny_model_dir, head):
+    model = build_sequence_classifier(str(tiny_model_dir), ["a", "b"], head=head).eval()
+    base = model.bert if head == "cls" else model.encoder
+    ids, mask = _ids(base.config.vocab_size)
+    layer_1 = base(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[1]  # (B, T, H)
+    keep_bottom_layers(model, 1)
+    assert len(base.encoder.layer) == 1 and base.config.num_hidden_layers == 1
+    torch.testing.assert_close(base(input_ids=ids, attention_mask=mask).last_hidden_state, layer_1)
+
+
+@pytest.mark.parametrize("task", ["classification", "ner"])
+def test_kept_layers_train_save_and_reload_as_a_shallower_model(tiny_model_dir, toy_data, toy_ner, task, tmp_path):
+    data, head = (toy_data, "pool") if task == "classification" else (toy_ner, "crf")
+    out = tmp_path / task
+    got = api.train(str(data["train"]), out, dev=str(data["dev"]), overrides={
+        "task": task, "model": str(tiny_model_dir), "head": head, "keep_layers": 1, "epochs": 1, "lr": 3e-3, **FAST})
+    weights = _weights(out)
+    assert any(".layer.0." in n for n in weights) and not any(".layer.1." in n for n in weights)
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved.get("encoder_config") or saved)["num_hidden_layers"] == 1
+    main = "dev_accuracy" if task == "classification" else "dev_f1"
+    scores = api.evaluate(out, str(data["dev"]))  # reloads the 1-layer model from its directory
+    assert scores[main.removeprefix("dev_")] == pytest.approx(got["dev_metrics"][main]) > 0.9
+
+
+def test_keep_layers_out_of_range_or_in_feature_mode_is_refused(tiny_model_dir, toy_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"keep_layers: keeps the bottom N layers, N in \[1, 2\]"):
+        api.train(str(toy_data["train"]), tmp_path / "a", overrides={"model": str(tiny_model_dir), "keep_layers": 3, **FAST})
+    with pytest.raises(ConfigError, match="keep_layers: applies to modes finetune and partial"):
+        api.train(str(toy_data["train"]), tmp_path / "b", overrides={"model": str(tiny_model_dir), "keep_layers": 1,
+                                                                    "mode": "features", **FAST})

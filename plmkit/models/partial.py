@@ -1,4 +1,5 @@
-"""Partial fine-tuning over cached lower layers: views of one model split at layer N.
+"""Partial fine-tuning over cached lower layers: views of one model split at layer N; and
+dropping the top layers of an encoder outright (`keep_layers`).
 
 `mode=partial freeze_layers=N` runs the embeddings and the bottom N layers once over the data
 (they are frozen, so their output never changes) and trains the top layers and the head on
@@ -47,14 +48,14 @@ def _view(module: nn.Module, **children: nn.Module | None) -> nn.Module:
     return out
 
 
-def _layers(base: nn.Module) -> nn.ModuleList:
+def _layers(base: nn.Module, option: str = "mode: partial", instead: str = "mode=finetune with freeze_layers") -> nn.ModuleList:
     encoder = getattr(base, "encoder", None)
     layers = getattr(encoder, "layer", None)
     if not isinstance(layers, nn.ModuleList) or not isinstance(getattr(base, "embeddings", None), nn.Module):
         kind = getattr(getattr(base, "config", None), "model_type", type(base).__name__)
         reason = " (its layers share one set of weights)" if kind == "albert" else ""
-        raise ConfigError(f"mode: partial supports encoders laid out like BERT (embeddings, encoder.layer); "
-                          f"{kind!r} is not{reason}: use mode=finetune with freeze_layers instead")
+        raise ConfigError(f"{option} supports encoders laid out like BERT (embeddings, encoder.layer); "
+                          f"{kind!r} is not{reason}: use {instead} instead")
     return layers
 
 
@@ -76,6 +77,23 @@ def split(model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
         replaced["embeddings_project"] = nn.Identity()
     top = _view(model, **{attr: _view(base, **replaced)})
     return bottom, top
+
+
+def keep_bottom_layers(model: nn.Module, n: int) -> nn.Module:
+    """Drop every encoder layer from `n` up, in place (`keep_layers=N`): the task head then reads
+    layer n's output. Top layers can be dropped with little loss on tasks whose information sits low
+    (Sajjad et al. 2020, "On the effect of dropping layers of pre-trained transformer models"), and
+    each step costs about n/L of the whole. The encoder's config says n layers, so the saved model
+    loads as an ordinary n-layer model."""
+    attr = encoder_attribute(model)
+    base = getattr(model, attr) if attr else model
+    layers = _layers(base, "keep_layers", "the whole model or freeze_layers")
+    if not 1 <= n <= len(layers):
+        raise ConfigError(f"keep_layers: keeps the bottom N layers, N in [1, {len(layers)}] "
+                          f"(the model has {len(layers)}; 0 keeps all); got {n}")
+    base.encoder.layer = layers[:n]
+    base.config.num_hidden_layers = n
+    return model
 
 
 @torch.no_grad()

@@ -275,6 +275,8 @@ def check_options(cfg: TrainConfig) -> None:
     for key, off in (("layer_lr_decay", 1.0), ("gradual_unfreeze", False)):
         if getattr(cfg, key) != off:
             raise ConfigError(f"{key}: applies to mode finetune; in mode features the encoder is frozen")
+    if cfg.keep_layers:
+        raise ConfigError("keep_layers: applies to modes finetune and partial; in mode features, layers=N reads layer N")
 
 
 def _load_task_data(task: Task, spec: str, cfg: TrainConfig, tokenizer, train_labels: dict | None):

@@ -17,6 +17,7 @@ from plmkit.data.readers import read_examples
 from plmkit.data.truncation import encode
 from plmkit.errors import ConfigError, DataError, ModelError
 from plmkit.models.encoders import check_tokenizer_matches, load_config, load_tokenizer, model_limit, read_plmkit_meta, resolve_model
+from plmkit.models.partial import keep_bottom_layers
 from plmkit.models.saving import save_model_dir
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Task, collate_encoded
@@ -131,6 +132,8 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     torch.manual_seed(cfg.loop.seed)
     model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, tokenizer.pad_token_id,
                              head=cfg.head, pooling=cfg.pooling)
+    if cfg.keep_layers:
+        keep_bottom_layers(model, cfg.keep_layers)
     param_groups, before_batch = finetune_setup(model, cfg)
     train_feats = featurize(train_ex, tokenizer, cfg, train_y)
     dev_feats = featurize(dev_ex, tokenizer, cfg, dev_y)

@@ -17,6 +17,7 @@ from plmkit.data.tagging import SCHEMES, Sentence, detect_scheme, read_tagged
 from plmkit.data.truncation import backend_and_layout
 from plmkit.errors import ConfigError, DataError, ModelError
 from plmkit.models.encoders import check_tokenizer_matches, load_config, load_tokenizer, read_plmkit_meta, resolve_model
+from plmkit.models.partial import keep_bottom_layers
 from plmkit.registry import TASKS
 from plmkit.tasks.tagging import (Encoded, TaggingTask, collate_windows, encode_sentences, make_features, stitch,
                                   unit_tokens_for)
@@ -113,6 +114,8 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
 
     torch.manual_seed(cfg.loop.seed)
     model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, head=head, scheme=scheme)
+    if cfg.keep_layers:
+        keep_bottom_layers(model, cfg.keep_layers)
     param_groups, before_batch = finetune_setup(model, cfg)  # the head: everything outside `encoder.`
     pad_id = tokenizer.pad_token_id
     dev_gold = [e.tags for e in dev_enc]
