@@ -188,7 +188,8 @@ def test_kept_layers_train_save_and_reload_as_a_shallower_model(tiny_model_dir, 
     assert (saved.get("encoder_config") or saved)["num_hidden_layers"] == 1
     main = "dev_accuracy" if task == "classification" else "dev_f1"
     scores = api.evaluate(out, str(data["dev"]))  # reloads the 1-layer model from its directory
-    assert scores[main.removeprefix("dev_")] == pytest.approx(got["dev_metrics"][main]) > 0.9
+    assert scores[main.removeprefix("dev_")] == pytest.approx(got["dev_metrics"][main])
+    assert got["dev_metrics"][main] > 0.8  # it learnt the toy task from layer 0's output
 
 
 def test_keep_layers_out_of_range_or_in_feature_mode_is_refused(tiny_model_dir, toy_data, tmp_path):
