@@ -48,7 +48,11 @@ def _view(module: nn.Module, **children: nn.Module | None) -> nn.Module:
     return out
 
 
-def _layers(base: nn.Module, option: str = "mode: partial", instead: str = "mode=finetune with freeze_layers") -> nn.ModuleList:
+def _encoder_and_layers(model: nn.Module, option: str = "mode: partial",
+                        instead: str = "mode=finetune with freeze_layers") -> tuple[nn.Module, nn.ModuleList]:
+    """(the pretrained encoder inside `model`, or `model` itself when it is one; its layers)."""
+    attr = encoder_attribute(model)
+    base = getattr(model, attr) if attr else model
     encoder = getattr(base, "encoder", None)
     layers = getattr(encoder, "layer", None)
     if not isinstance(layers, nn.ModuleList) or not isinstance(getattr(base, "embeddings", None), nn.Module):
@@ -56,7 +60,7 @@ def _layers(base: nn.Module, option: str = "mode: partial", instead: str = "mode
         reason = " (its layers share one set of weights)" if kind == "albert" else ""
         raise ConfigError(f"{option} supports encoders laid out like BERT (embeddings, encoder.layer); "
                           f"{kind!r} is not{reason}: use {instead} instead")
-    return layers
+    return base, layers
 
 
 def split(model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
@@ -64,8 +68,7 @@ def split(model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
     attr = encoder_attribute(model)
     if not attr:
         raise ConfigError(f"mode: partial needs a task model with a pretrained encoder inside; {type(model).__name__} has none")
-    base = getattr(model, attr)
-    layers = _layers(base)
+    base, layers = _encoder_and_layers(model)
     if not 1 <= n < len(layers):
         raise ConfigError(f"freeze_layers: mode=partial caches the bottom N layers, N in [1, {len(layers) - 1}] "
                           f"(the model has {len(layers)}); got {n}")
@@ -85,9 +88,7 @@ def keep_bottom_layers(model: nn.Module, n: int) -> nn.Module:
     (Sajjad et al. 2020, "On the effect of dropping layers of pre-trained transformer models"), and
     each step costs about n/L of the whole. The encoder's config says n layers, so the saved model
     loads as an ordinary n-layer model."""
-    attr = encoder_attribute(model)
-    base = getattr(model, attr) if attr else model
-    layers = _layers(base, "keep_layers", "the whole model or freeze_layers")
+    base, layers = _encoder_and_layers(model, "keep_layers", "the whole model or freeze_layers")
     if not 1 <= n <= len(layers):
         raise ConfigError(f"keep_layers: keeps the bottom N layers, N in [1, {len(layers)}] "
                           f"(the model has {len(layers)}; 0 keeps all); got {n}")
