@@ -56,6 +56,18 @@ def test_second_run_reads_the_cache_and_matches(mixed, tiny_model_dir, toy_data)
     assert len(list((d / "cache").glob("*.safetensors"))) == 2
 
 
+def test_the_mapped_disk_cache_holds_what_memory_extraction_gives(mixed, tiny_model_dir, toy_data, tmp_path):
+    """The disk cache is written through a file mapping and read back mapped: the same features as
+    extraction into memory, so the same training to the last weight."""
+    d, first = mixed
+    in_memory = _run(tiny_model_dir, toy_data, tmp_path / "memory", tmp_path / "unused", epochs="8", feature_cache="memory")
+    assert not (tmp_path / "unused").exists()
+    assert in_memory["layer_weights"] == first["layer_weights"]
+    assert in_memory["dev_metrics"]["dev_accuracy"] == first["dev_metrics"]["dev_accuracy"]
+    disk, memory = load_file(str(d / "model" / "head.safetensors")), load_file(str(tmp_path / "memory" / "head.safetensors"))
+    assert disk.keys() == memory.keys() and all(torch.equal(disk[k], memory[k]) for k in disk)
+
+
 def test_a_corrupt_cache_file_is_extracted_again(tiny_model_dir, toy_data, tmp_path, capsys):
     first = _run(tiny_model_dir, toy_data, tmp_path / "a", tmp_path / "cache", epochs="1")
     files = sorted((tmp_path / "cache").glob("*.safetensors"))

@@ -82,3 +82,40 @@ def test_linear_schedule_gives_every_step_a_rate():
         assert all(r > 0 for r in rates), rates
         if total == 10:
             assert rates.index(max(rates)) == 1 and rates[-1] < rates[1]  # up over the warmup, then down
+
+
+_TRAIN_IN_A_FRESH_PROCESS = """
+import json, sys
+from plmkit.data.builtin import CORPORA
+from plmkit.pretrain.tokenizer import train_byte_bpe, train_wordpiece
+lines = CORPORA["reviews"]()[:1500] + ["the tokenizer trains on words like these %d times" % k for k in range(60)]
+wp, bpe = train_wordpiece(lines, vocab_size=5000), train_byte_bpe(lines, vocab_size=600)
+print(json.dumps([wp.backend_tokenizer.to_str(), bpe.backend_tokenizer.to_str()]))
+"""
+
+
+def test_trained_vocabularies_are_the_same_in_every_process():
+    """The tokenizers trainer numbers WordPiece's ## pieces in hash-map order, which each process
+    seeds anew (huggingface/tokenizers#1794): plmkit renumbers them by a fixed rule."""
+    import subprocess
+    import sys
+
+    runs = [subprocess.run([sys.executable, "-c", _TRAIN_IN_A_FRESH_PROCESS], capture_output=True, text=True, check=True).stdout
+            for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+    vocab = json.loads(json.loads(runs[0])[0])["model"]["vocab"]
+    assert any(t.startswith("##") and len(t) > 3 for t in vocab)  # merged continuation pieces: a real test
+
+
+def test_the_fixed_continuation_pieces_stay_ordinary_pieces():
+    from plmkit.data.builtin import CORPORA
+    from plmkit.pretrain.tokenizer import SPECIAL_TOKENS, train_wordpiece
+
+    lines = CORPORA["reviews"]()[:1500] + ["the tokenizer trains on words like these"] * 30
+    tok = train_wordpiece(lines, vocab_size=5000)
+    assert sorted(tok.all_special_tokens) == sorted(SPECIAL_TOKENS)
+    assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    pieces = tok.tokenize("tokenizers 好评")
+    assert "##s" in pieces and pieces[-2:] == ["好", "评"]
+    assert tok.decode(tok("tokenizers 好评")["input_ids"], skip_special_tokens=True) == "tokenizers 好 评"
+    assert tok.tokenize("##好") == ["#", "#", "好"]  # the text "##好" is not a token: the pieces are not added tokens

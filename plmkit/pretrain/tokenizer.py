@@ -16,14 +16,22 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_wordpiece(lines: Iterable[str], vocab_size: int = 8000, model_max_length: int = 512) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Sequence(
+    """A WordPiece vocabulary trained on `lines`, the same one in every process (see `_continuations`)."""
+    lines = list(lines)
+    normalizer = normalizers.Sequence(
         [normalizers.NFKC(), normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)]
     )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    fixed = _continuations(lines, normalizer, pre_tokenizer)
+    trained = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    trained.normalizer, trained.pre_tokenizer = normalizer, pre_tokenizer
     # limit_alphabet high: every character seen in the corpus stays in the vocabulary
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, limit_alphabet=20000, min_frequency=2)
-    tok.train_from_iterator(lines, trainer=trainer)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + fixed, limit_alphabet=20000,
+                                        min_frequency=2)
+    trained.train_from_iterator(lines, trainer=trainer)
+    tok = Tokenizer(models.WordPiece(vocab=_canonical_ids(trained.get_vocab()), unk_token="[UNK]", continuing_subword_prefix="##"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
+    tok.add_special_tokens(SPECIAL_TOKENS)  # only these: the ## pieces given to the trainer are ordinary pieces
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -34,6 +42,28 @@ def train_wordpiece(lines: Iterable[str], vocab_size: int = 8000, model_max_leng
         mask_token="[MASK]", model_max_length=model_max_length,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
+
+
+def _continuations(lines: list[str], normalizer, pre_tokenizer) -> list[str]:
+    """`##c` for every character c that follows another inside a word of the corpus, in code-point order.
+
+    The trainer creates these pieces as it meets them in a hash map, whose order each process seeds
+    anew, and breaks ties between equally frequent merges by piece id, so the same corpus gave
+    different vocabularies run to run (huggingface/tokenizers#1794). Given to it up front, with
+    fixed ids, they make every id and every merge the same each time."""
+    seen: set[str] = set()
+    for line in lines:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)):
+            seen.update(word[1:])
+    return [f"##{c}" for c in sorted(seen)]
+
+
+def _canonical_ids(vocab: dict[str, int]) -> dict[str, int]:
+    """The trained vocabulary numbered by a fixed rule: the special tokens first, in their order, then
+    whole-word pieces and `##` continuations, each in code-point order (WordPiece segments by the
+    set of pieces alone, longest match first, so the numbering changes no segmentation)."""
+    rest = sorted((t for t in vocab if t not in SPECIAL_TOKENS), key=lambda t: (t.startswith("##"), t))
+    return {t: i for i, t in enumerate(SPECIAL_TOKENS + rest)}
 
 
 BPE_SPECIAL = {

@@ -91,9 +91,11 @@ def _encoder_inputs(encoder, items: Sequence[dict[str, Any]], pad_id: int, devic
 
 
 def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: int, batch_size: int = 64,
-            device: torch.device | None = None, progress: bool = False, desc: str = "extracting") -> FeatureSet:
+            device: torch.device | None = None, progress: bool = False, desc: str = "extracting",
+            allocate: Callable[[tuple[int, int, int]], torch.Tensor] | None = None) -> FeatureSet:
     """Run the frozen encoder once over `items` ({input_ids, token_type_ids?, keep?, segments});
-    keep every layer's output at the `keep` positions (all positions when absent)."""
+    keep every layer's output at the `keep` positions (all positions when absent). `allocate(shape)`
+    gives the fp16 tensor (P, L, H) to fill (default: one in memory; a disk cache maps its file)."""
     from tqdm.auto import tqdm
 
     device = device or next(encoder.parameters()).device
@@ -113,7 +115,8 @@ def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: i
             out = encoder(**_encoder_inputs(encoder, [items[i] for i in idx], pad_id, device), output_hidden_states=True)
             layers = torch.stack(out.hidden_states, 2)  # (B, T, L, H)
             if values is None:
-                values = torch.empty(int(offsets[-1]), layers.shape[2], layers.shape[3], dtype=torch.float16)
+                shape = (int(offsets[-1]), layers.shape[2], layers.shape[3])
+                values = allocate(shape) if allocate else torch.empty(shape, dtype=torch.float16)
             for row, i in enumerate(idx):
                 values[offsets[i] : offsets[i + 1]] = layers[row, keep[i]].to("cpu", torch.float16)
     encoder.train(was_training)
@@ -124,14 +127,14 @@ def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: i
 
 
 def read_cache(path: Path) -> dict[str, torch.Tensor] | None:
-    """A cache file's tensors, or None (with a warning) when it is unreadable: it is only a cache, so
-    the features are extracted again and the file replaced."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """A cache file's tensors, mapped from disk (never read whole into memory), or None (with a
+    warning) when it is unreadable: it is only a cache, so the features are extracted again and the
+    file replaced."""
+    from plmkit.train.feature_cache import CacheFormatError, read_mapped
 
     try:
-        t = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        t = read_mapped(path)
+    except (CacheFormatError, OSError) as e:
         print(f"warning: feature cache {path} is unreadable ({e}); extracting again", file=sys.stderr)
         return None
     if not {"values", "offsets", "segments"} <= set(t):
@@ -142,8 +145,12 @@ def read_cache(path: Path) -> dict[str, torch.Tensor] | None:
 
 def cached_features(encoder, key_model: Callable[[], str], items: Sequence[dict[str, Any]], pad_id: int, cfg: TrainConfig,
                     desc: str) -> tuple[FeatureSet, bool]:
-    """(features, whether they came from the disk cache): extracted once, then read back."""
-    from safetensors.torch import save_file
+    """(features, whether they came from the disk cache): extracted once, then read back. With the
+    disk cache the extraction writes straight into the cache file's mapping, so neither it nor
+    training holds every layer of every position in memory."""
+    from contextlib import ExitStack
+
+    from plmkit.train.feature_cache import write_mapped
 
     path = None
     if cfg.feature_cache == "disk":  # the key hashes every weight: only worth it when a file is read or written
@@ -154,12 +161,29 @@ def cached_features(encoder, key_model: Callable[[], str], items: Sequence[dict[
         if t is not None and len(t["offsets"]) == len(items) + 1:
             return FeatureSet(t["values"], t["offsets"], t["segments"]), True
     device = next(encoder.parameters()).device
-    feats = extract(encoder, items, pad_id, cfg.loop.eval_batch_size, device, cfg.loop.progress, desc)
-    if path is not None:
-        with atomic_path(path) as tmp:
-            save_file({"values": feats.values, "offsets": feats.offsets, "segments": feats.segments}, str(tmp),
-                      metadata={"format": str(CACHE_FORMAT), "items": str(len(items))})
-    return feats, False
+    if path is None:
+        return extract(encoder, items, pad_id, cfg.loop.eval_batch_size, device, cfg.loop.progress, desc), False
+    meta = {"format": str(CACHE_FORMAT), "items": str(len(items))}
+    with ExitStack() as stack:
+        mapped: dict[str, torch.Tensor] = {}
+
+        def allocate(shape: tuple[int, int, int]) -> torch.Tensor:
+            specs = {"offsets": (torch.int64, (len(items) + 1,)), "values": (torch.float16, shape),
+                     "segments": (torch.int8, (shape[0],))}
+            mapped.update(stack.enter_context(write_mapped(path, specs, meta)))
+            return mapped["values"]
+
+        feats = extract(encoder, items, pad_id, cfg.loop.eval_batch_size, device, cfg.loop.progress, desc, allocate)
+        if not mapped:  # no items: nothing worth a file
+            return feats, False
+        mapped["offsets"].copy_(feats.offsets)
+        mapped["segments"].copy_(feats.segments)
+        mapped.clear()  # the writable views go, so that the mapping closes and the file is renamed into place
+        del feats
+    t = read_cache(path)
+    if t is None:
+        raise ModelError(f"feature cache {path}: just written, and unreadable")
+    return FeatureSet(t["values"], t["offsets"], t["segments"]), False
 
 
 def collate_cached(items: list[tuple[int, int, dict[str, Any]]], store: FeatureSet) -> dict[str, torch.Tensor]:

@@ -80,7 +80,8 @@ def predict_logits(model: torch.nn.Module, feats: Sequence[dict[str, Any]], pad_
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(order), batch_size), desc="predicting", leave=False, disable=not progress):
+        for start in tqdm(range(0, len(order), batch_size), desc="predicting", leave=False,
+                          disable=None if progress else True):  # None: on a terminal only, not in logs
             idx = order[start : start + batch_size]
             batch = collate_encoded([(0, i, {**feats[i], "label": None}) for i in idx], pad_id, torch.long)
             logits = forward_logits(model, {k: v.to(device) for k, v in batch.items()}).float().cpu()

@@ -69,7 +69,8 @@ def predict_tags(model, encoded: Sequence[Encoded], feats: Sequence[dict[str, An
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in tqdm(range(0, len(order), batch_size), desc="tagging", leave=False, disable=not progress):
+        for start in tqdm(range(0, len(order), batch_size), desc="tagging", leave=False,
+                          disable=None if progress else True):  # None: on a terminal only, not in logs
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate_windows([(0, i, {**feats[i], "tags": None}) for i in idx], pad_id).items()}
             emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
