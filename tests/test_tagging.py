@@ -51,11 +51,11 @@ def test_cli_evaluate_json_and_predict_file(trained, toy_ner, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["f1"] == 1.0 and {"precision", "recall", "per_type"} <= set(result)
     src = tmp_path / "in.txt"
-    src.write_text("乙丑在辰京\n美的东西\n", encoding="utf-8")
+    src.write_text("好乙丑的辰京\n美的东西\n", encoding="utf-8")  # as the toy data has them: filler first, known characters
     out = tmp_path / "out.jsonl"
     assert main(["predict", "--model", path, "--input", str(src), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert [r["text"] for r in rows] == ["乙丑在辰京", "美的东西"]
+    assert [r["text"] for r in rows] == ["好乙丑的辰京", "美的东西"]
     assert [e["type"] for e in rows[0]["entities"]] == ["PER", "LOC"] and rows[1]["entities"] == []
 
 
