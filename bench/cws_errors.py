@@ -28,16 +28,6 @@ def char_words(s: Sentence, tags) -> set[tuple[int, int]]:
     return {(s.units[a][0], s.units[b - 1][1]) for a, b, _ in tags_to_spans(list(tags), "bmes")}
 
 
-def predicted_words(s: Sentence, words: list[str]) -> set[tuple[int, int]]:
-    """Character spans of a segmenter's words, found in order in the text."""
-    spans, pos = set(), 0
-    for w in words:
-        start = s.text.index(w, pos)
-        spans.add((start, start + len(w)))
-        pos = start + len(w)
-    return spans
-
-
 def breakdown(test: list[Sentence], gold: list[set], pred: list[set], vocab: collections.Counter, show: int) -> dict:
     hit, total, missed = collections.Counter(), collections.Counter(), collections.Counter()
     for s, g, p in zip(test, gold, pred):
@@ -63,14 +53,14 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--show", type=int, default=20)
     args = p.parse_args(argv)
 
-    from plmkit.api import _model_runner
+    from plmkit.train.tagging import _tag, load_trained
 
     train = load_tagged_builtin("builtin:peoples-daily-cws")
     test = load_tagged_builtin("builtin:peoples-daily-cws:test")
     vocab = collections.Counter(s.text[a:b] for s in train for a, b in char_words(s, s.tags))
     gold = [char_words(s, s.tags) for s in test]
-    rows = _model_runner(args.model).predict(args.model, [s.text for s in test])
-    result = {"model": breakdown(test, gold, [predicted_words(s, r["words"]) for s, r in zip(test, rows)], vocab, args.show)}
+    _, pred = _tag(load_trained(args.model), test, 64)  # as `plmkit evaluate` tags: one unit a character
+    result = {"model": breakdown(test, gold, [char_words(s, tags) for s, tags in zip(test, pred)], vocab, args.show)}
     if args.peer:
         from plmkit.peers import crf_tagger
 
