@@ -19,13 +19,13 @@ import sys
 
 from plmkit.cli import quiet_libraries
 from plmkit.data.builtin import load_tagged_builtin
-from plmkit.data.tagging import Sentence, tags_to_spans
-from plmkit.tasks.tagging import span_scores
+from plmkit.data.tagging import Sentence
+from plmkit.tasks.tagging import char_spans, span_scores
 
 
 def char_words(s: Sentence, tags) -> set[tuple[int, int]]:
     """The character spans of the words that B/M/E/S `tags` (one per unit of `s`) make."""
-    return {(s.units[a][0], s.units[b - 1][1]) for a, b, _ in tags_to_spans(list(tags), "bmes")}
+    return {(a, b) for a, b, _ in char_spans(s, list(tags), "bmes")}  # char_spans reads only the units
 
 
 def breakdown(test: list[Sentence], gold: list[set], pred: list[set], vocab: collections.Counter, show: int) -> dict:

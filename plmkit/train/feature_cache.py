@@ -10,6 +10,7 @@ reads them); plmkit maps them itself because the library's loaders copy every te
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -36,10 +37,10 @@ def write_mapped(path: str | Path, specs: dict[str, tuple[torch.dtype, tuple[int
     """Yield writable tensors (zeros) of the given dtypes and shapes, mapped onto a new safetensors
     file; when the block ends they are flushed and the file replaces `path` in one rename (on an
     error nothing is left behind)."""
-    header: dict = {"__metadata__": dict(metadata or {})} if metadata else {}
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     begin = 0
     for name, (dtype, shape) in specs.items():
-        nbytes = dtype.itemsize * _numel(shape)
+        nbytes = dtype.itemsize * math.prod(shape)
         header[name] = {"dtype": _NAMES[dtype], "shape": list(shape), "data_offsets": [begin, begin + nbytes]}
         begin += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
@@ -48,7 +49,7 @@ def write_mapped(path: str | Path, specs: dict[str, tuple[torch.dtype, tuple[int
     with atomic_path(path) as tmp:
         with open(tmp, "r+b") as f:
             f.write(struct.pack("<Q", len(blob)) + blob)
-            f.truncate(start + max(begin, 1))  # a sparse file: the pages are written as extraction fills them
+            f.truncate(start + begin)  # a sparse file: the pages are written as extraction fills them
             mm = mmap.mmap(f.fileno(), 0)
         try:
             tensors = {name: _view(mm, start, info) for name, info in header.items() if name != "__metadata__"}
@@ -57,8 +58,6 @@ def write_mapped(path: str | Path, specs: dict[str, tuple[torch.dtype, tuple[int
             mm.flush()
         finally:
             _close(mm)
-        if begin == 0:
-            os.truncate(tmp, start)
 
 
 def read_mapped(path: str | Path) -> dict[str, torch.Tensor]:
@@ -89,17 +88,10 @@ def read_mapped(path: str | Path) -> dict[str, torch.Tensor]:
             dtype, shape, (begin, end) = _DTYPES[info["dtype"]], tuple(info["shape"]), info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise CacheFormatError(f"tensor {name!r} has a malformed entry") from None
-        if end - begin != dtype.itemsize * _numel(shape) or begin < 0 or start + end > size:
+        if end - begin != dtype.itemsize * math.prod(shape) or begin < 0 or start + end > size:
             raise CacheFormatError(f"tensor {name!r} does not fit its shape or the file")
-        out[name] = _view(mm, start, info) if end > begin else torch.empty(shape, dtype=dtype)
+        out[name] = _view(mm, start, info)  # an empty one never reads mm (None: all header)
     return out
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _view(mm, start: int, info: dict) -> torch.Tensor:
