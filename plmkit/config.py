@@ -70,6 +70,10 @@ class TrainConfig:
     head_lr: float | None = None  # learning rate of the head's own weights; default loop.lr
     unit_tokens: str = "auto"  # ner, cws: auto | word | piece (how each character becomes tokens; see tasks/tagging.py)
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
+    # ner, cws: hashed character-bigram embeddings (the bigram ending and the one starting at each unit),
+    # bigram_dim each, joined to the encoder's unit vector before the head; 0 buckets = off
+    bigram_buckets: int = 0
+    bigram_dim: int = 64
     layer_lr_decay: float = 1.0  # finetune: each layer below the top gets the rate of the one above times this
     # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything); partial: run them once, cached
     freeze_layers: int = 0

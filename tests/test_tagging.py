@@ -13,7 +13,7 @@ from plmkit.cli import main
 from plmkit.data.tagging import Sentence, spans_to_tags, tags_to_spans
 from plmkit.errors import ConfigError, DataError
 from plmkit.models.encoders import load_tokenizer, resolve_model
-from plmkit.tasks.tagging import char_spans, encode_sentences, make_features, stitch, windows
+from plmkit.tasks.tagging import char_spans, encode_sentences, make_features, stitch, unit_bigrams, windows
 
 FAST = {"epochs": 8, "lr": 3e-3, "batch_size": 16, "progress": False}
 
@@ -127,19 +127,55 @@ def test_offsets_round_trip_on_mixed_text(tiny_model_dir, model):
     assert all(text[a:b].strip() == text[a:b] and b > a for a, b in e.units)
 
 
-def test_segmentation_learns_and_predicts_words(tiny_model_dir, tmp_path):
-    """Word segmentation (BMES) of the toy sentences: words are the entities and each filler character."""
+def toy_segmentation(tmp_path):
+    """Train and dev CoNLL files of the toy sentences in BMES: words are the entities and each filler character."""
     sents = []
     for chars, tags in toy_tagged(200, seed=7):
         spans = [(a, b, "") for a, b, _ in tags_to_spans(tags, "bio")]
         spans += [(i, i + 1, "") for i, t in enumerate(tags) if t == "O"]
         sents.append((chars, spans_to_tags(len(chars), sorted(spans), "bmes")))
     train, dev = write_conll(tmp_path / "t.conll", sents[:160]), write_conll(tmp_path / "d.conll", sents[160:])
+    return train, dev
+
+
+def test_segmentation_learns_and_predicts_words(tiny_model_dir, tmp_path):
+    """Word segmentation (BMES) of the toy sentences: words are the entities and each filler character."""
+    train, dev = toy_segmentation(tmp_path)
     out = tmp_path / "cws"
     api.train(str(train), out, dev=str(dev), overrides={"task": "cws", "model": str(tiny_model_dir)} | FAST)
     assert api.evaluate(out, str(dev))["f1"] == 1.0
     (row,) = api.predict(out, text="好甲子寅的午京")
     assert row["words"] == ["好", "甲子寅", "的", "午京"]
+
+
+def test_unit_bigrams_are_stable_hashes_shared_by_neighbours(tiny_model_dir):
+    tokenizer = load_tokenizer(resolve_model(str(tiny_model_dir)))
+    sents = [Sentence("甲乙丙", ((0, 1), (1, 2), (2, 3))), Sentence("丁甲乙", ((0, 1), (1, 2), (2, 3)))]
+    first, second = (unit_bigrams(e, 1000) for e in encode_sentences(sents, tokenizer, "bmes"))
+    assert all(1 <= i < 1000 for pair in first + second for i in pair)
+    assert [left for left, _ in first[1:]] == [right for _, right in first[:-1]]  # unit k's left bigram is k-1's right
+    assert first[0][1] == second[1][1]  # 甲乙 hashes alike in both sentences
+    assert first[0][0] != second[1][0]  # <s>甲 is not 丁甲
+    assert first == unit_bigrams(encode_sentences(sents[:1], tokenizer, "bmes")[0], 1000)  # same on every call
+
+
+def test_segmentation_with_bigram_embeddings_saves_and_reloads(tiny_model_dir, tmp_path):
+    """bigram_buckets joins each character's two hashed bigrams to its vector; the model saves them and
+    predicts the same after reloading."""
+    from safetensors import safe_open
+
+    train, dev = toy_segmentation(tmp_path)
+    out = tmp_path / "cws"
+    overrides = {"task": "cws", "model": str(tiny_model_dir), "bigram_buckets": 512, "bigram_dim": 8} | FAST
+    api.train(str(train), out, dev=str(dev), overrides=overrides)
+    assert json.loads((out / "plmkit.json").read_text())["bigram_buckets"] == 512
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.get_slice("bigrams.weight").get_shape() == [512, 8]
+    assert api.evaluate(out, str(dev))["f1"] == 1.0
+    (row,) = api.predict(out, text="好甲子寅的午京")
+    assert row["words"] == ["好", "甲子寅", "的", "午京"]
+    with pytest.raises(ConfigError, match="bigram_buckets"):
+        api.train(str(train), tmp_path / "bad", overrides=overrides | {"bigram_buckets": 1})
 
 
 def test_jsonl_entities_train_and_predict(tiny_model_dir, tmp_path):

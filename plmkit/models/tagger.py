@@ -52,8 +52,10 @@ def packed_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
 class Tagger(nn.Module):
     def __init__(self, encoder: nn.Module | None, labels: list[str], head: str, scheme: str, dropout: float | None = None,
-                 hidden_size: int | None = None):
-        """`encoder` None: a head alone, fed unit vectors of `hidden_size` (feature extraction)."""
+                 hidden_size: int | None = None, *, bigram_buckets: int = 0, bigram_dim: int = 64):
+        """`encoder` None: a head alone, fed unit vectors of `hidden_size` (feature extraction).
+        `bigram_buckets` > 0: each unit's vector is joined by the embeddings of its two hashed
+        character bigrams (`bigram_dim` each) before the head: the n-gram memory a CRF's features have."""
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head: unknown {head!r}; known: {', '.join(HEADS)}")
@@ -62,14 +64,20 @@ class Tagger(nn.Module):
         hidden = encoder.config.hidden_size if encoder is not None else hidden_size
         default_dropout = encoder_dropout(encoder.config) if encoder is not None else 0.1
         self.dropout = nn.Dropout(default_dropout if dropout is None else dropout)
-        self.lstm = nn.LSTM(hidden, hidden // 2, batch_first=True, bidirectional=True) if head == "bilstm_crf" else None
-        self.classifier = nn.Linear(2 * (hidden // 2) if self.lstm else hidden, len(labels))
+        if bigram_buckets < 0 or (bigram_buckets and (bigram_buckets < 2 or bigram_dim < 1)):
+            raise ValueError(f"bigram_buckets: 0 (off) or at least 2, with bigram_dim at least 1; "
+                             f"got {bigram_buckets}, {bigram_dim}")
+        self.bigrams = nn.Embedding(bigram_buckets, bigram_dim, padding_idx=0) if bigram_buckets else None
+        joined = hidden + (2 * bigram_dim if self.bigrams is not None else 0)
+        self.lstm = nn.LSTM(joined, hidden // 2, batch_first=True, bidirectional=True) if head == "bilstm_crf" else None
+        self.classifier = nn.Linear(2 * (hidden // 2) if self.lstm else joined, len(labels))
         self.crf = CRF(len(labels), *allowed_transitions(labels, scheme)) if head != "softmax" else None
 
     def forward(self, input_ids, attention_mask, unit_pos, unit_mask, token_type_ids=None,
-                inputs_embeds=None) -> torch.Tensor:
+                inputs_embeds=None, bigrams=None) -> torch.Tensor:
         """Emission scores (B, U, L) for the units at `unit_pos` (B, U) of `input_ids` (B, T); with
-        `inputs_embeds` (B, T, H) given (mode=partial: cached states), those are read instead of the ids."""
+        `inputs_embeds` (B, T, H) given (mode=partial: cached states), those are read instead of the ids;
+        `bigrams` (B, U, 2): each unit's hashed bigram ids, when the tagger has bigram embeddings."""
         if inputs_embeds is not None:
             inputs = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         else:
@@ -78,10 +86,16 @@ class Tagger(nn.Module):
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)
         units = hidden.gather(1, unit_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, U, H)
-        return self.emissions(units, unit_mask)
+        return self.emissions(units, unit_mask, bigrams)
 
-    def emissions(self, units: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
-        """Emission scores (B, U, L) from unit vectors (B, U, H)."""
+    def emissions(self, units: torch.Tensor, unit_mask: torch.Tensor,
+                  bigrams: torch.Tensor | None = None) -> torch.Tensor:
+        """Emission scores (B, U, L) from unit vectors (B, U, H) and, with bigram embeddings, ids (B, U, 2)."""
+        if self.bigrams is not None:
+            if bigrams is None:
+                raise ValueError("this tagger reads character bigrams: pass each unit's bigram ids (B, U, 2)")
+            joined = self.bigrams(bigrams).flatten(2).to(units.dtype)  # (B, U, 2 * D)
+            units = torch.cat([units, joined], dim=-1)  # (B, U, H + 2D)
         units = self.dropout(units)
         if self.lstm is not None:
             units = self.dropout(packed_lstm(self.lstm, units, unit_mask))  # (B, U, H')

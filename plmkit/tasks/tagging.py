@@ -9,6 +9,7 @@ furthest from a cut, so nothing is silently dropped.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -180,12 +181,23 @@ def windows(lengths: Sequence[int], budget: int, overlap: int) -> list[tuple[int
         start = nxt
 
 
+def unit_bigrams(e: Encoded, buckets: int) -> list[tuple[int, int]]:
+    """For each unit, the hashed ids (1..buckets-1) of the bigram that ends at it and the one that starts
+    at it, over the unit texts with sentence-boundary marks: 台湾 -> (<s>台, 台湾), (台湾, 湾</s>).
+    crc32 keeps the ids stable across runs and machines; id 0 is padding."""
+    texts = ["<s>"] + [e.sentence.text[a:b] for a, b in e.units] + ["</s>"]
+    ids = [zlib.crc32(f"{x}\x1f{y}".encode()) % (buckets - 1) + 1 for x, y in zip(texts, texts[1:])]
+    return list(zip(ids, ids[1:]))
+
+
 def make_features(encoded: Sequence[Encoded], prefix: Sequence[int], suffix: Sequence[int], max_length: int,
-                  overlap: int, tag_index: dict[str, int] | None) -> list[dict[str, Any]]:
-    """One feature per window: input_ids, the position of each unit's first sub-token, its tag id."""
+                  overlap: int, tag_index: dict[str, int] | None, bigram_buckets: int = 0) -> list[dict[str, Any]]:
+    """One feature per window: input_ids, the position of each unit's first sub-token, its tag id, and
+    with `bigram_buckets` each unit's two hashed bigram ids (see `unit_bigrams`)."""
     budget = max_length - len(prefix) - len(suffix)
     feats = []
     for k, e in enumerate(encoded):
+        bigrams = unit_bigrams(e, bigram_buckets) if bigram_buckets else None
         for start, end in windows([len(t) for t in e.tokens], budget, min(overlap, budget // 2)):
             ids, pos, unit_ids = list(prefix), [], []
             for u in range(start, end):
@@ -200,6 +212,8 @@ def make_features(encoded: Sequence[Encoded], prefix: Sequence[int], suffix: Seq
                 "input_ids": ids, "unit_pos": pos, "sentence": k, "window": (start, end), "unit_ids": unit_ids,
                 "tags": [tag_index[e.tags[u]] for u in unit_ids] if tag_index is not None and e.tags is not None else None,
             })
+            if bigrams is not None:
+                feats[-1]["bigrams"] = [bigrams[u] for u in unit_ids]
     return feats
 
 
@@ -217,6 +231,11 @@ def collate_windows(items: list[tuple[int, int, dict[str, Any]]], pad_id: int) -
     }
     if feats[0]["tags"] is not None:
         batch["tags"] = pad([f["tags"] for f in feats], 0)  # (B, U)
+    if "bigrams" in feats[0]:
+        bigrams = torch.zeros(*unit_pos.shape, 2, dtype=torch.long)  # (B, U, 2); 0 = padding
+        for row, f in enumerate(feats):
+            bigrams[row, : len(f["bigrams"])] = torch.as_tensor(f["bigrams"], dtype=torch.long)
+        batch["bigrams"] = bigrams
     if "hidden" in feats[0]:
         batch["hidden"] = pad_hidden(feats)  # (B, T, H): cached states (mode=partial)
     return batch
@@ -295,14 +314,16 @@ class TaggingTask(Task):
 
 
 def build_tagger(source: str, labels: list[str], dropout: float | None = None, trust_remote_code: bool = False, *,
-                 head: str = "crf", scheme: str = "bio", config=None) -> Tagger:
+                 head: str = "crf", scheme: str = "bio", config=None, bigram_buckets: int = 0,
+                 bigram_dim: int = 64) -> Tagger:
     """A tagger on the pretrained encoder at `source` (or a fresh encoder from `config`, to load saved weights into)."""
-    return Tagger(load_encoder(source, config, trust_remote_code), labels, head, scheme, dropout)
+    return Tagger(load_encoder(source, config, trust_remote_code), labels, head, scheme, dropout,
+                  bigram_buckets=bigram_buckets, bigram_dim=bigram_dim)
 
 
 def tagging_loss(model: Tagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
-                      inputs_embeds=batch.get("hidden"))  # (B, U, L)
+                      inputs_embeds=batch.get("hidden"), bigrams=batch.get("bigrams"))  # (B, U, L)
     return model.loss(emissions, batch["tags"], batch["unit_mask"])
 
 

@@ -301,6 +301,8 @@ def check_options(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key}: applies to mode finetune; in mode features the encoder is frozen")
     if cfg.keep_layers:
         raise ConfigError("keep_layers: applies to modes finetune and partial; in mode features, layers=N reads layer N")
+    if cfg.bigram_buckets:
+        raise ConfigError("bigram_buckets: applies to tagging in modes finetune and partial, not features")
 
 
 def _load_task_data(task: Task, spec: str, cfg: TrainConfig, tokenizer, train_labels: dict | None):

@@ -109,6 +109,8 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
         raise ConfigError(f"head: unknown {cfg.head!r} for task {task.name!r}; known: {', '.join(SEQUENCE_HEADS)}")
     if cfg.pooling not in POOLINGS:
         raise ConfigError(f"pooling: unknown {cfg.pooling!r}; known: {', '.join(POOLINGS)}")
+    if cfg.bigram_buckets:
+        raise ConfigError(f"bigram_buckets: applies to the tagging tasks (ner, cws), not {cfg.task}")
     output = Path(output)
     started = time.time()
     if dev_spec is None and train_spec.startswith("builtin:"):

@@ -74,7 +74,7 @@ def predict_tags(model, encoded: Sequence[Encoded], feats: Sequence[dict[str, An
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate_windows([(0, i, {**feats[i], "tags": None}) for i in idx], pad_id).items()}
             emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
-                              inputs_embeds=batch.get("hidden"))  # (B, U, L)
+                              inputs_embeds=batch.get("hidden"), bigrams=batch.get("bigrams"))  # (B, U, L)
             decoded = model.decode(emissions, batch["unit_mask"]).cpu()  # (B, U)
             for i, row in zip(idx, decoded):
                 window_tags[i] = row[: len(feats[i]["unit_pos"])].tolist()
@@ -89,6 +89,9 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     head = cfg.head or task.default_head
     if head not in task.heads:
         raise ConfigError(f"head: unknown {head!r} for task {task.name}; known: {', '.join(task.heads)}")
+    if cfg.bigram_buckets < 0 or cfg.bigram_buckets == 1 or cfg.bigram_dim < 1:
+        raise ConfigError(f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "
+                          f"{cfg.bigram_buckets} and {cfg.bigram_dim}")
     output = Path(output)
     started = time.time()
     if dev_spec is None and train_spec.startswith("builtin:"):
@@ -108,13 +111,15 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     check_known(dev_enc, labels, dev_spec or "")
     prefix, suffix = backend_and_layout(tokenizer)[1].single
     index = {tag: i for i, tag in enumerate(labels)}
-    train_feats = make_features(train_enc, prefix, suffix, cfg.max_length, cfg.window_overlap, index)
-    dev_feats = make_features(dev_enc, prefix, suffix, cfg.max_length, cfg.window_overlap, None)
+    window = (prefix, suffix, cfg.max_length, cfg.window_overlap)
+    train_feats = make_features(train_enc, *window, index, cfg.bigram_buckets)
+    dev_feats = make_features(dev_enc, *window, None, cfg.bigram_buckets)
     if not train_feats:
         raise DataError("no sentence has a token the tokenizer keeps", path=train_spec)
 
     torch.manual_seed(cfg.loop.seed)
-    model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, head=head, scheme=scheme)
+    model = task.build_model(source, labels, cfg.dropout, cfg.trust_remote_code, head=head, scheme=scheme,
+                             bigram_buckets=cfg.bigram_buckets, bigram_dim=cfg.bigram_dim)
     if cfg.keep_layers:
         keep_bottom_layers(model, cfg.keep_layers)
     param_groups, before_batch = finetune_setup(model, cfg)  # the head: everything outside `encoder.`
@@ -137,7 +142,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     meta = {
         "plmkit_version": __version__, "task": task.name, "head": head, "scheme": scheme, "labels": labels,
         "base_model": cfg.model, "max_length": cfg.max_length, "window_overlap": cfg.window_overlap,
-        "unit_tokens": unit_tokens,
+        "unit_tokens": unit_tokens, "bigram_buckets": cfg.bigram_buckets, "bigram_dim": cfg.bigram_dim,
         "train": train_spec, "dev": dev_spec, "command": command, "seed": cfg.loop.seed, "config": to_dict(cfg),
     }
     saver = best_model_saver(output, tokenizer, meta)
@@ -165,7 +170,8 @@ def load_trained(model_dir: str | Path):
     if meta.get("scheme") not in SCHEMES or meta.get("head") not in task.heads:
         raise ModelError(f"{source}/plmkit.json: no valid 'scheme' and 'head' for a tagging model")
     config = load_config(source)
-    model = task.build_model(source, meta["labels"], head=meta["head"], scheme=meta["scheme"], config=config)
+    model = task.build_model(source, meta["labels"], head=meta["head"], scheme=meta["scheme"], config=config,
+                             bigram_buckets=meta.get("bigram_buckets", 0), bigram_dim=meta.get("bigram_dim", 64))
     model.load_hf_state_dict(load_file(str(Path(source) / "model.safetensors")))
     tokenizer = load_tokenizer(source)
     check_tokenizer_matches(source, tokenizer, config)
@@ -177,7 +183,8 @@ def _tag(loaded, sentences: Sequence[Sentence], batch_size: int) -> tuple[list[E
     model, tokenizer, task, meta = loaded
     encoded = encode_sentences(sentences, tokenizer, meta["scheme"], meta.get("unit_tokens", "word"))
     prefix, suffix = backend_and_layout(tokenizer)[1].single
-    feats = make_features(encoded, prefix, suffix, meta["max_length"], meta["window_overlap"], None)
+    feats = make_features(encoded, prefix, suffix, meta["max_length"], meta["window_overlap"], None,
+                          meta.get("bigram_buckets", 0))
     pred = predict_tags(model, encoded, feats, tokenizer.pad_token_id, batch_size, task.default_tag,
                         progress=len(feats) > 1000)
     return encoded, pred
