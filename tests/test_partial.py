@@ -122,9 +122,11 @@ def test_partial_classification_trains_as_finetuning_with_the_bottom_frozen(stil
     assert all(torch.equal(b[n], base[n]) for n in base if n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")))
 
 
-def test_partial_tagging_trains_as_finetuning_with_the_bottom_frozen(still_model_dir, toy_ner, tmp_path):
+@pytest.mark.parametrize("bigram_buckets", [0, 64])
+def test_partial_tagging_trains_as_finetuning_with_the_bottom_frozen(still_model_dir, toy_ner, tmp_path,
+                                                                     bigram_buckets):
     common = {"task": "ner", "head": "crf", "model": str(still_model_dir), "epochs": 2, "lr": 3e-3,
-              "freeze_layers": 1, **FAST}
+              "freeze_layers": 1, "bigram_buckets": bigram_buckets, "bigram_dim": 4, **FAST}
     ref = api.train(str(toy_ner["train"]), tmp_path / "finetune", dev=str(toy_ner["dev"]), overrides=common)
     got = api.train(str(toy_ner["train"]), tmp_path / "partial", dev=str(toy_ner["dev"]),
                     overrides=common | {"mode": "partial"})

@@ -64,10 +64,13 @@ def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     return torch.arange(width)[None, :] < lengths[:, None]
 
 
-def pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    """Right-pad to the longest sequence in the batch: (B, T)."""
-    width = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), width), value, dtype=torch.long)
-    for row, s in enumerate(seqs):
-        out[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+def pad(seqs: Sequence[Sequence], value: int) -> torch.Tensor:
+    """Right-pad to the longest sequence in the batch: (B, T) for sequences of ids, (B, T, K) for
+    sequences of K-id rows."""
+    rows = [torch.as_tensor(s, dtype=torch.long) for s in seqs]
+    trailing = next((r.shape[1:] for r in rows if len(r)), ())
+    out = torch.full((len(rows), max(len(r) for r in rows), *trailing), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            out[i, : len(r)] = r
     return out

@@ -64,9 +64,6 @@ class Tagger(nn.Module):
         hidden = encoder.config.hidden_size if encoder is not None else hidden_size
         default_dropout = encoder_dropout(encoder.config) if encoder is not None else 0.1
         self.dropout = nn.Dropout(default_dropout if dropout is None else dropout)
-        if bigram_buckets < 0 or (bigram_buckets and (bigram_buckets < 2 or bigram_dim < 1)):
-            raise ValueError(f"bigram_buckets: 0 (off) or at least 2, with bigram_dim at least 1; "
-                             f"got {bigram_buckets}, {bigram_dim}")
         self.bigrams = nn.Embedding(bigram_buckets, bigram_dim, padding_idx=0) if bigram_buckets else None
         joined = hidden + (2 * bigram_dim if self.bigrams is not None else 0)
         self.lstm = nn.LSTM(joined, hidden // 2, batch_first=True, bidirectional=True) if head == "bilstm_crf" else None

@@ -232,10 +232,7 @@ def collate_windows(items: list[tuple[int, int, dict[str, Any]]], pad_id: int) -
     if feats[0]["tags"] is not None:
         batch["tags"] = pad([f["tags"] for f in feats], 0)  # (B, U)
     if "bigrams" in feats[0]:
-        bigrams = torch.zeros(*unit_pos.shape, 2, dtype=torch.long)  # (B, U, 2); 0 = padding
-        for row, f in enumerate(feats):
-            bigrams[row, : len(f["bigrams"])] = torch.as_tensor(f["bigrams"], dtype=torch.long)
-        batch["bigrams"] = bigrams
+        batch["bigrams"] = pad([f["bigrams"] for f in feats], 0)  # (B, U, 2); 0 = padding
     if "hidden" in feats[0]:
         batch["hidden"] = pad_hidden(feats)  # (B, T, H): cached states (mode=partial)
     return batch
