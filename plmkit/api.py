@@ -1,4 +1,4 @@
-"""The public API. The CLI only parses arguments and calls these functions."""
+"""The public API. The CLI only parses arguments and calls these functions (or those of plmkit.experiments)."""
 
 from __future__ import annotations
 
@@ -53,9 +53,11 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Sequence[str] = (), k
                 check: Sequence[str] = ()) -> dict[str, Any]:
     """Keep the vocabulary pieces `corpus` uses and/or those of the scripts in `keep` (e.g. "cjk,ascii,punct");
     report what share of the `check` texts' tokens (default: the corpus) would change or become unknown."""
+    from plmkit.models.encoders import resolve_model
     from plmkit.models.vocab import prune_vocab as run
 
-    report = run(model, output, corpus=_texts(corpus), scripts=keep or (), check=_texts(check))
+    report = run(resolve_model(model), output, corpus=_texts(corpus), scripts=keep or (), check=_texts(check),
+                 name=model)
     return report.as_dict() | {"output": str(output)}
 
 
@@ -96,25 +98,6 @@ def train(train_data: str, output: str | Path, *, dev: str | None = None, config
     """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
     cfg = build_config(TrainConfig, config, overrides)
     return _runner(cfg.task, cfg.mode).train(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
-
-
-def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: str | None = None,
-                 config: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                 command: str | None = None) -> dict[str, Any]:
-    """An identical probe on each layer's frozen output; see plmkit.report.probe."""
-    from plmkit.report.probe import probe_layers as run
-
-    return run(task, model, data, output, dev=dev, config=config, overrides=overrides, command=command)
-
-
-def compare(task: str, model: str, train: str, output: str | Path, *, dev: str | None = None, test: str | None = None,
-            config: str | Path | None = None, overrides: dict[str, Any] | None = None, feature_lr: float = 1e-3,
-            keep_models: bool = False, command: str | None = None, partial_freeze: int | None = None) -> dict[str, Any]:
-    """Feature extraction against partial and full fine-tuning on one budget; see plmkit.report.compare."""
-    from plmkit.report.compare import compare as run
-
-    return run(task, model, train, output, dev=dev, test=test, config=config, overrides=overrides,
-               feature_lr=feature_lr, keep_models=keep_models, command=command, partial_freeze=partial_freeze)
 
 
 def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`plmkit <command>`: parses arguments and calls one function of the API."""
+"""`plmkit <command>`: parses arguments and calls one function of the API (plmkit.api) or of plmkit.experiments."""
 
 from __future__ import annotations
 
@@ -130,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
                     overrides[key] = getattr(args, key)
             result = api.train(args.train, args.output, dev=args.dev, config=args.config, overrides=overrides, resume=args.resume, command=command)
         elif args.command == "probe-layers":
-            result = api.probe_layers(args.task, args.model, args.data, args.output, dev=args.dev, config=args.config,
-                                      overrides=overrides, command=command)
+            from plmkit.experiments.probe import probe_layers
+
+            result = probe_layers(args.task, args.model, args.data, args.output, dev=args.dev, config=args.config,
+                                  overrides=overrides, command=command)
         elif args.command == "compare":
-            result = api.compare(args.task, args.model, args.train, args.output, dev=args.dev, test=args.test,
-                                 config=args.config, overrides=overrides, feature_lr=args.feature_lr,
-                                 keep_models=args.keep_models, command=command, partial_freeze=args.partial_freeze)
+            from plmkit.experiments.compare import compare
+
+            result = compare(args.task, args.model, args.train, args.output, dev=args.dev, test=args.test,
+                             config=args.config, overrides=overrides, feature_lr=args.feature_lr,
+                             keep_models=args.keep_models, command=command, partial_freeze=args.partial_freeze)
         elif args.command == "prune-vocab":
             result = api.prune_vocab(args.model, args.output, corpus=args.corpus, keep=args.keep, check=args.check)
             print(f"kept {result['kept']:,} of {result['before']:,} pieces; parameters {result['parameters_before']:,} -> "

@@ -6,17 +6,18 @@ import json
 
 import pytest
 
-from plmkit import api
 from plmkit.cli import main
 from plmkit.errors import ConfigError
+from plmkit.experiments.compare import compare
+from plmkit.experiments.probe import probe_layers
 
 FAST = {"progress": "false", "batch_size": "16", "log_steps": "1"}
 
 
 def test_probe_layers_trains_one_probe_per_layer_on_one_extraction(tiny_model_dir, toy_data, tmp_path):
     out = tmp_path / "probe"
-    result = api.probe_layers("classification", str(tiny_model_dir), str(toy_data["train"]), out, dev=str(toy_data["dev"]),
-                              overrides=FAST | {"epochs": "3", "lr": "5e-3", "cache_dir": str(tmp_path / "cache")})
+    result = probe_layers("classification", str(tiny_model_dir), str(toy_data["train"]), out, dev=str(toy_data["dev"]),
+                          overrides=FAST | {"epochs": "3", "lr": "5e-3", "cache_dir": str(tmp_path / "cache")})
     rows = result["layers"]
     assert [r["layer"] for r in rows] == [0, 1, 2]  # embeddings and the two layers
     assert [r["cache_hit"] for r in rows] == [False, True, True]  # the encoder ran once
@@ -41,9 +42,9 @@ def test_probe_layers_cli_on_tagging(tiny_model_dir, toy_ner, tmp_path, capsys):
 
 def test_compare_runs_five_variants_and_writes_the_report(tiny_model_dir, toy_data, tmp_path):
     out = tmp_path / "cmp"
-    result = api.compare("classification", str(tiny_model_dir), str(toy_data["train"]), out, dev=str(toy_data["dev"]),
-                         test=str(toy_data["test"]), feature_lr=5e-3,
-                         overrides=FAST | {"epochs": "2", "lr": "3e-3", "cache_dir": str(tmp_path / "cache")})
+    result = compare("classification", str(tiny_model_dir), str(toy_data["train"]), out, dev=str(toy_data["dev"]),
+                     test=str(toy_data["test"]), feature_lr=5e-3,
+                     overrides=FAST | {"epochs": "2", "lr": "3e-3", "cache_dir": str(tmp_path / "cache")})
     runs = {r["run"]: r for r in result["runs"]}
     assert list(runs) == ["features, last layer", "features, scalar mix", "partial, bottom 1 cached", "fine-tuning",
                           "fine-tuning + tricks"]
@@ -65,6 +66,6 @@ def test_compare_runs_five_variants_and_writes_the_report(tiny_model_dir, toy_da
 
 def test_compare_checks_every_config_before_running(tiny_model_dir, toy_data, tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'nope'"):
-        api.compare("classification", str(tiny_model_dir), str(toy_data["train"]), tmp_path / "x",
-                    overrides={"nope": "1"})
+        compare("classification", str(tiny_model_dir), str(toy_data["train"]), tmp_path / "x",
+                overrides={"nope": "1"})
     assert not (tmp_path / "x").exists()

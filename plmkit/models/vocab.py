@@ -147,17 +147,18 @@ def choose_pieces(tok_json: dict, source: str, corpus: Iterable[str] = (),
 
 
 def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), scripts: Iterable[str] | str = (),
-                check: Iterable[str] = ()) -> PruneReport:
-    """Write `output`: the model at `model` with only the pieces `corpus` uses and/or those in `scripts`.
-    `check` (default: the corpus) is the text whose segmentation change is reported."""
+                check: Iterable[str] = (), name: str | None = None) -> PruneReport:
+    """Write `output`: the model directory `model` with only the pieces `corpus` uses and/or those in `scripts`.
+    `check` (default: the corpus) is the text whose segmentation change is reported. `model` is a directory:
+    plmkit.api.prune_vocab resolves shipped names first (resolving here would import plmkit.models.encoders,
+    which imports this module to prune e5-small); `name`: the source config.json records (default `model`)."""
     import numpy as np
     from safetensors.numpy import load_file, save_file
     from tokenizers import Tokenizer
 
     from plmkit.io import atomic_dir, plain_mode
-    from plmkit.models.encoders import resolve_model
 
-    source = Path(resolve_model(model))
+    source = Path(model).expanduser()
     scripts = parse_scripts(scripts)
     corpus = list(corpus)
     if not scripts and not corpus:
@@ -201,7 +202,7 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), s
         if isinstance(config.get(key), int) and config[key] in new_id:
             config[key] = new_id[config[key]]
     config["vocab_size"] = len(keep)
-    config["plmkit_pruned_from"] = {"model": model, "vocab_size": rows, "kept": len(keep), "scripts": scripts,
+    config["plmkit_pruned_from"] = {"model": name or model, "vocab_size": rows, "kept": len(keep), "scripts": scripts,
                                     "corpus_texts": len(corpus)}
     with atomic_dir(output) as tmp:
         save_file(pruned, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from plmkit import api
 from plmkit.io import atomic_write_json
 from plmkit.report.plots import plot_layer_weights, plot_learning_curves
 from plmkit.report.tables import Report, write_report
@@ -51,7 +52,6 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
             partial_freeze: int | None = None) -> dict[str, Any]:
     """Run the five variants; write report.md, report.html, results.json and PNGs in `output`.
     `partial_freeze`: the layers the partial run caches (default: half the model's)."""
-    from plmkit import api
     from plmkit.config import TrainConfig, build_config
     from plmkit.errors import ConfigError
     from plmkit.models.encoders import load_config, resolve_model

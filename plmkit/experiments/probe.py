@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from plmkit import api
 from plmkit.io import atomic_write_json
 from plmkit.report.plots import plot_by_layer
 from plmkit.report.tables import Report, markdown_table, write_report
@@ -25,7 +26,6 @@ def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: s
                  command: str | None = None) -> dict[str, Any]:
     """Train one probe per layer (0 = embeddings) on `data`, scored on its dev split; write
     results.json, results.md, results.html and probe.png in `output`."""
-    from plmkit import api
     from plmkit.config import TrainConfig, build_config
     from plmkit.models.encoders import load_config, resolve_model
     from plmkit.registry import TASKS
