@@ -53,13 +53,13 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--show", type=int, default=20)
     args = p.parse_args(argv)
 
-    from plmkit.train.tagging import _tag, load_trained
+    from plmkit.train.run import load, predictions
 
     train = load_tagged_builtin("builtin:peoples-daily-cws")
     test = load_tagged_builtin("builtin:peoples-daily-cws:test")
     vocab = collections.Counter(s.text[a:b] for s in train for a, b in char_words(s, s.tags))
     gold = [char_words(s, s.tags) for s in test]
-    _, pred = _tag(load_trained(args.model), test, 64)  # as `plmkit evaluate` tags: one unit a character
+    _, pred = predictions(load(args.model), test)  # as `plmkit evaluate` tags: one unit a character
     result = {"model": breakdown(test, gold, [char_words(s, tags) for s, tags in zip(test, pred)], vocab, args.show)}
     if args.peer:
         from plmkit.peers import crf_tagger

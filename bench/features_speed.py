@@ -48,10 +48,10 @@ def main(argv: list[str]) -> dict:
     test = ":".join(args.train.split(":")[:2]) + ":test" if args.train.startswith("builtin:") else None
     import plmkit.tasks.classification  # noqa: F401
     import plmkit.tasks.tagging  # noqa: F401
-    from plmkit.train.features import default_head
+    from plmkit.models.feature_heads import DEFAULT_HEADS
 
     features = shared | {"mode": "features", "feature_cache": "memory", "lr": args.feature_lr, "warmup_ratio": 0.0,
-                         "head": default_head(TASKS.get(args.task))}
+                         "head": DEFAULT_HEADS[TASKS.get(args.task).feature_kind]}
     with tempfile.TemporaryDirectory(prefix="plmkit-bench-") as tmp:
         fine = _run(args.train, Path(tmp) / "finetune", recipe, shared, test)
         print(f"fine-tuning, {args.epochs} epochs: {fine['seconds']}s  dev {fine['dev']}", flush=True)

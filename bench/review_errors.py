@@ -21,7 +21,7 @@ import numpy as np
 from plmkit.cli import quiet_libraries
 from plmkit.data.builtin import load_builtin
 from plmkit.data.examples import Example
-from plmkit.train.finetune import predict
+from plmkit.train.run import predict
 
 
 def peer_probabilities(splits: dict, positive: str) -> tuple[dict[str, np.ndarray], float]:

@@ -61,48 +61,21 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Sequence[str] = (), k
     return report.as_dict() | {"output": str(output)}
 
 
-def _runner(task: str, mode: str = "finetune"):
-    """The module that trains, evaluates and predicts for a task of this kind, in this mode."""
-    import plmkit.tasks.classification  # noqa: F401  (each registers its tasks)
-    import plmkit.tasks.tagging  # noqa: F401
-    from plmkit.errors import ConfigError
-    from plmkit.registry import TASKS
-
-    kind = TASKS.get(task).kind
-    if mode == "features":
-        import plmkit.train.features as runner
-    elif mode not in ("finetune", "partial"):
-        raise ConfigError(f"mode: unknown {mode!r}; known: finetune, partial, features")
-    elif kind == "tagging":
-        import plmkit.train.tagging as runner
-    else:
-        import plmkit.train.finetune as runner
-    return runner
-
-
-def _model_runner(model: str | Path):
-    """The runner of a directory that `train` wrote, by its plmkit.json."""
-    from plmkit.errors import ModelError
-    from plmkit.models.encoders import read_plmkit_meta, resolve_model
-
-    source = resolve_model(str(model))
-    meta = read_plmkit_meta(source)
-    if meta is None:
-        raise ModelError(f"{source}: no plmkit.json; it is not a model that plmkit train saved")
-    return _runner(meta["task"], meta.get("mode", "finetune"))
-
-
 def train(train_data: str, output: str | Path, *, dev: str | None = None, config: str | Path | None = None,
           overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None,
           callbacks: Sequence[Callable] = ()) -> dict:
     """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
-    cfg = build_config(TrainConfig, config, overrides)
-    return _runner(cfg.task, cfg.mode).train(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
+    from plmkit.train.run import train as run
+
+    return run(train_data, output, build_config(TrainConfig, config, overrides), dev_spec=dev, resume=resume,
+               command=command, callbacks=callbacks)
 
 
 def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:
     """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
-    return _model_runner(model).evaluate(model, data, encoding=encoding)
+    from plmkit.train.run import evaluate as run
+
+    return run(model, data, encoding=encoding)
 
 
 def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
@@ -149,20 +122,19 @@ def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
 def predict(model: str | Path, *, input: str | None = None, text: str | None = None, text_pair: str | None = None,
             output: str | Path | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
     """Predict for a file, standard input (`-`) or one text; rows in input order, written to `output` when given."""
-    runner = _model_runner(model)
-    loaded = runner.load_trained(model)
-    _, _, task, meta = loaded
+    from plmkit.train.run import load
+    from plmkit.train.run import predict as run
+
+    loaded = load(model)
     if text is not None:
         if not text.strip():
             raise DataError("--text is empty")
         examples = [Example(text=text, text_pair=text_pair)]
     else:
-        examples = _read_predict_input(input, task.pair, encoding or "utf-8", meta.get("text_column", "text"),
-                                       meta.get("text_pair_column", "text_pair"))
-    if task.kind == "tagging":
-        rows = runner.predict(model, [ex.text for ex in examples], loaded=loaded)
-    else:
-        rows = runner.predict(model, examples, loaded=loaded)
+        examples = _read_predict_input(input, loaded.task.pair, encoding or "utf-8",
+                                       loaded.meta.get("text_column", "text"),
+                                       loaded.meta.get("text_pair_column", "text_pair"))
+    rows = run(model, examples, loaded=loaded)
     if output is not None:
         write_predictions(rows, output)
     return rows
@@ -175,12 +147,15 @@ def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = No
     recipe than configs/demo.yaml."""
     from plmkit.data.builtin import load_builtin
     from plmkit.peers import tfidf_logreg
-    from plmkit.train.finetune import predict as predict_examples
+    from plmkit.registry import TASKS
+    from plmkit.train.run import predict as predict_examples
+    from plmkit.train.run import tasks
 
     started = time.time()
     recipe = Path(config) if config else CONFIGS / "demo.yaml"
     cfg = build_config(TrainConfig, recipe, overrides)  # a bad recipe fails here, before the peer runs
-    _runner(cfg.task, cfg.mode)
+    tasks()
+    TASKS.get(cfg.task)  # an unknown task fails here, before the peer runs
     splits = {s: load_builtin(f"builtin:reviews:{s}") for s in ("train", "dev", "test")}
     print(f"review sentiment: {len(splits['train'])} train, {len(splits['dev'])} dev, {len(splits['test'])} test")
     peer = tfidf_logreg(splits["train"], splits["dev"], splits["test"])

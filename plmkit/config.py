@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -254,3 +254,40 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+_FINETUNING = ("finetune", "partial")
+# option -> (does it apply to this config and task?, where it applies, a hint): set away from its default
+# where it does nothing, it is an error, not silently ignored. Options under a switch of their own
+# (unfreeze_every, pooling, head_tokens, bigram_dim) are not listed: turning the switch off on the command
+# line (gradual_unfreeze=false, bigram_buckets=0) must not make the recipe that set them an error
+_APPLIES: dict[str, tuple[Callable[[TrainConfig, bool], bool], str, str]] = {
+    "head_lr": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
+    "layer_lr_decay": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial",
+                       "; in mode features the encoder is frozen"),
+    "gradual_unfreeze": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial",
+                         "; in mode features the encoder is frozen"),
+    "freeze_layers": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
+    "keep_layers": (lambda c, tagging: c.mode in _FINETUNING, "modes finetune and partial",
+                    "; in mode features, layers=N reads layer N"),
+    "layers": (lambda c, tagging: c.mode == "features", "mode features", ""),
+    "feature_cache": (lambda c, tagging: c.mode == "features", "mode features", ""),
+    "cache_dir": (lambda c, tagging: c.mode == "features", "mode features", ""),
+    "truncation": (lambda c, tagging: not tagging, "the text tasks", "; ner and cws cut long sentences into windows"),
+    "window_overlap": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
+    "unit_tokens": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
+    "bigram_buckets": (lambda c, tagging: tagging and c.mode in _FINETUNING,
+                       "the tagging tasks (ner, cws) in modes finetune and partial", ""),
+}
+
+
+def check_applicable(cfg: TrainConfig, tagging: bool) -> None:
+    """Every option set away from its default must do something for this task and mode."""
+    default = TrainConfig()
+    for key, (applies, where, hint) in _APPLIES.items():
+        if getattr(cfg, key) != getattr(default, key) and not applies(cfg, tagging):
+            now = f"task {cfg.task}, mode {cfg.mode}" + (f", head {cfg.head}" if cfg.head else "")
+            raise ConfigError(f"{key}: applies to {where}, not to {now}{hint}")
+    if cfg.bigram_buckets < 0 or cfg.bigram_buckets == 1 or cfg.bigram_dim < 1:
+        raise ConfigError(f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "
+                          f"{cfg.bigram_buckets} and {cfg.bigram_dim}")

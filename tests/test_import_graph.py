@@ -262,7 +262,7 @@ def test_the_graph_sees_lazy_imports():
     assert len(graph) > 30 and "plmkit.experiments.compare" in graph
     assert "plmkit.api" in graph["plmkit.experiments.compare"]
     assert "plmkit.experiments.probe" in graph["plmkit.cli"]  # imported inside main()
-    assert "plmkit.train.finetune" in graph["plmkit.api"]  # imported inside _runner()
+    assert "plmkit.train.run" in graph["plmkit.api"]  # imported inside train()
 
 
 def test_no_import_cycles_beyond_the_known_ones():

@@ -35,9 +35,10 @@ def test_pool_head_learns_and_padding_changes_nothing(pooled, toy_data):
     out, result = pooled
     assert result["dev_metrics"]["dev_accuracy"] >= 0.9
     assert api.evaluate(out, str(toy_data["test"]))["accuracy"] >= 0.9
-    from plmkit.train.finetune import load_trained
+    from plmkit.train.run import load
 
-    model, tokenizer, _, _ = load_trained(out)
+    loaded = load(out)
+    model, tokenizer = loaded.model, loaded.tokenizer
     assert isinstance(model, PooledForSequenceClassification) and model.config.pooling == "mean_max"
     enc = tokenizer(["好棒的东西"], return_tensors="pt")
     padded = {k: torch.cat([v, torch.full((1, 4), 7 if k == "input_ids" else 0)], 1) for k, v in enc.items()}

@@ -192,9 +192,7 @@ def test_gpt_classifies_by_the_last_real_token(corpus, tmp_path):
     """Right padding changes nothing, and the last real token (the end token plmkit's GPT tokenizer
     appends) sees the whole text, so changing the first token changes the logits."""
     from plmkit.data.truncation import encode
-    from plmkit.tasks.classification import build_sequence_classifier
-    from plmkit.tasks.base import collate_encoded
-    from plmkit.train.finetune import forward_logits
+    from plmkit.tasks.classification import build_sequence_classifier, collate, forward
 
     out = tmp_path / "gpt"
     api.pretrain([str(corpus)], out, overrides=TINY | {"arch": "gpt", "epochs": "1"})
@@ -203,12 +201,11 @@ def test_gpt_classifies_by_the_last_real_token(corpus, tmp_path):
     tok = load_tokenizer(str(out))
     model = build_sequence_classifier(str(out), ["bad", "good"], pad_token_id=tok.pad_token_id).eval()
     texts = ["好棒的东西", "差坏烂糟恨丑的东西，很长很长的一句话", "坏棒的东西"]
-    feats = [encode(tok, t, None, 64, "head") | {"label": None} for t in texts]
+    feats = [encode(tok, t, None, 64, "head") for t in texts]
     assert feats[0]["input_ids"][-1] == tok.eos_token_id
     with torch.no_grad():
-        batch = collate_encoded([(0, i, f) for i, f in enumerate(feats)], tok.pad_token_id, torch.long)
-        together = forward_logits(model, batch)  # (3, 2)
-        alone = [forward_logits(model, collate_encoded([(0, 0, f)], tok.pad_token_id, torch.long))[0] for f in feats]
+        together = forward(model, collate(feats, tok.pad_token_id))  # (3, 2)
+        alone = [forward(model, collate([f], tok.pad_token_id))[0] for f in feats]
     for row, single in zip(together, alone):
         assert torch.allclose(row, single, atol=1e-5)
     assert not torch.allclose(alone[0], alone[2], atol=1e-4)  # only the first character differs

@@ -63,10 +63,11 @@ def test_softmax_tagger_opens_as_hugging_face_token_classifier(trained, tiny_mod
     """The saved names are Hugging Face's, so AutoModelForTokenClassification gives the same scores."""
     from transformers import AutoModelForTokenClassification
 
-    from plmkit.train.tagging import load_trained
+    from plmkit.train.run import load
 
     path = trained["softmax"][0]
-    tagger, tokenizer, _, meta = load_trained(path)
+    loaded = load(path)
+    tagger, tokenizer, meta = loaded.model, loaded.tokenizer, loaded.meta
     hf = AutoModelForTokenClassification.from_pretrained(path).eval()
     ids = torch.tensor([tokenizer("甲子在辰京")["input_ids"]])  # (1, T)
     mask = torch.ones_like(ids)

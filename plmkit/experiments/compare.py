@@ -28,7 +28,7 @@ TRICKS = {"schedule": "stlr", "layer_lr_decay": 0.95, "gradual_unfreeze": True}
 
 def variants(feature_lr: float, feature_head: str, partial_freeze: int) -> dict[str, dict[str, Any]]:
     """Run name -> the overrides that make it, on top of the shared recipe."""
-    features = {"mode": "features", "lr": feature_lr, "head": feature_head, "layer_lr_decay": 1.0,
+    features = {"mode": "features", "lr": feature_lr, "head": feature_head, "layer_lr_decay": 1.0, "head_lr": None,
                 "gradual_unfreeze": False, "warmup_ratio": 0.0}
     return {
         "features, last layer": features | {"layers": "last"},
@@ -57,12 +57,12 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
     from plmkit.models.encoders import load_config, resolve_model
     from plmkit.registry import TASKS
     from plmkit.tasks import classification, tagging  # noqa: F401  (each registers its tasks)
-    from plmkit.train.features import default_head
+    from plmkit.models.feature_heads import DEFAULT_HEADS
 
     shared = dict(overrides or {}) | {"task": task, "model": model}
     cfg = build_config(TrainConfig, config, shared)
     n_layers = load_config(resolve_model(cfg.model), cfg.trust_remote_code).num_hidden_layers
-    runs = variants(feature_lr, default_head(TASKS.get(cfg.task)), partial_freeze or max(1, n_layers // 2))
+    runs = variants(feature_lr, DEFAULT_HEADS[TASKS.get(cfg.task).feature_kind], partial_freeze or max(1, n_layers // 2))
     unknown = sorted(set(only or []) - set(runs))
     if unknown:
         raise ConfigError(f"compare: unknown run {unknown[0]!r}; known: {', '.join(runs)}")

@@ -30,11 +30,10 @@ def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: s
     from plmkit.models.encoders import load_config, resolve_model
     from plmkit.registry import TASKS
     from plmkit.tasks import classification, tagging  # noqa: F401  (each registers its tasks)
-    from plmkit.train.features import _kind
 
     base = PROBE_DEFAULTS | dict(overrides or {}) | {"task": task, "model": model, "mode": "features"}
     cfg = build_config(TrainConfig, config, base)  # checks every key before any work starts
-    kind = _kind(TASKS.get(cfg.task))
+    kind = TASKS.get(cfg.task).feature_kind
     head = cfg.head or PROBE_HEADS[kind]
     n_layers = load_config(resolve_model(cfg.model), cfg.trust_remote_code).num_hidden_layers + 1
     main = TASKS.get(cfg.task).main_metric

@@ -16,6 +16,8 @@ from plmkit.models.tagger import Tagger, packed_lstm
 
 SEQUENCE_HEADS = ("mlp", "bilstm")  # one text
 PAIR_HEADS = ("esim", "mlp")  # two texts
+FEATURE_HEADS = {"sequence": SEQUENCE_HEADS, "pair": PAIR_HEADS, "tagging": TAG_HEADS}  # by the task's feature_kind
+DEFAULT_HEADS = {"sequence": "mlp", "pair": "esim", "tagging": "bilstm_crf"}
 
 
 def layer_index(layers: str, n_layers: int) -> int | None:
@@ -132,13 +134,20 @@ class FeatureModel(nn.Module):
             return self.head.emissions(x, batch["mask"])  # (B, U, L)
         return self.head(x, batch["mask"], batch["segments"])  # (B, C)
 
+    def loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A tagging head's loss, as the task calls it on a tagger (plmkit.tasks.tagging)."""
+        return self.head.loss(emissions, tags, mask)
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head.decode(emissions, mask)  # (B, U) tag ids
+
 
 def build_feature_model(kind: str, head: str, n_layers: int, hidden: int, layers: str, labels: list[str],
                         scheme: str | None = None, dropout: float | None = None) -> FeatureModel:
     """`kind`: "sequence" (one text), "pair" or "tagging"; `head` checked against what the kind takes."""
     from plmkit.errors import ConfigError
 
-    known = {"sequence": SEQUENCE_HEADS, "pair": PAIR_HEADS, "tagging": TAG_HEADS}[kind]
+    known = FEATURE_HEADS[kind]
     if head not in known:
         raise ConfigError(f"head: {head!r} is not a feature-mode head for this task; known: {', '.join(known)}")
     choice = LayerChoice(n_layers, layer_index(layers, n_layers))

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from plmkit.models.partial import run_bottom
+from plmkit.train.infer import evaluating, in_sorted_batches
 
 
 def cache_hidden(bottom: torch.nn.Module, feats: Sequence[dict[str, Any]], collate, batch_size: int,
@@ -21,23 +22,18 @@ def cache_hidden(bottom: torch.nn.Module, feats: Sequence[dict[str, Any]], colla
     """Hidden states (T_i, H) after the bottom layers, one per encoded example (anything with
     input_ids that `collate` batches), in input order: fp16 under mixed precision (the top reads
     them in 16 bits anyway), fp32 without, so an fp32 run trains exactly as fine-tuning would."""
-    from tqdm.auto import tqdm
-
     device = next(bottom.parameters()).device
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
-    out: list[torch.Tensor | None] = [None] * len(feats)
-    was_training = bottom.training
-    bottom.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
-        idx = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([(0, i, feats[i]) for i in idx]).items()}
+
+    def run(idx: list[int]) -> list[torch.Tensor]:
+        batch = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             hidden = run_bottom(bottom, batch)  # (B, T, H)
-        for row, i in enumerate(idx):
-            out[i] = hidden[row, : len(feats[i]["input_ids"])].to("cpu", torch.float16 if dtype else torch.float32)
-    bottom.train(was_training)
-    return out  # type: ignore[return-value]
+        return [hidden[row, : len(feats[i]["input_ids"])].to("cpu", torch.float16 if dtype else torch.float32)
+                for row, i in enumerate(idx)]
+
+    with evaluating(bottom):
+        return in_sorted_batches([len(f["input_ids"]) for f in feats], batch_size, run, progress=progress, desc=desc)
 
 
 def with_hidden(feats: Sequence[dict[str, Any]], hidden: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
