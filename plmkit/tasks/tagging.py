@@ -320,7 +320,7 @@ def build_tagger(source: str, labels: list[str], dropout: float | None = None, t
 
 def tagging_loss(model: Tagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
-                      inputs_embeds=batch.get("hidden"), bigrams=batch.get("bigrams"))  # (B, U, L)
+                      inputs_embeds=batch.get("hidden"), bigrams=batch.get("bigrams"))  # (B, U, K)
     return model.loss(emissions, batch["tags"], batch["unit_mask"])
 
 

@@ -43,7 +43,7 @@ CACHE_FORMAT = 1
 class FeatureSet:
     """Every layer's output for the kept positions of N items, stored flat."""
 
-    values: torch.Tensor  # (P, L, H) fp16: P kept positions of all items together
+    values: torch.Tensor  # (P, N+1, H) fp16: P kept positions of all items together
     offsets: torch.Tensor  # (N + 1,) int64: item i is values[offsets[i]:offsets[i + 1]]
     segments: torch.Tensor  # (P,) int8: 1 text, 2 text pair, 0 special token
 
@@ -95,7 +95,7 @@ def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: i
             allocate: Callable[[tuple[int, int, int]], torch.Tensor] | None = None) -> FeatureSet:
     """Run the frozen encoder once over `items` ({input_ids, token_type_ids?, keep?, segments});
     keep every layer's output at the `keep` positions (all positions when absent). `allocate(shape)`
-    gives the fp16 tensor (P, L, H) to fill (default: one in memory; a disk cache maps its file)."""
+    gives the fp16 tensor (P, N+1, H) to fill (default: one in memory; a disk cache maps its file)."""
     from tqdm.auto import tqdm
 
     device = device or next(encoder.parameters()).device
@@ -113,7 +113,7 @@ def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: i
         for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
             idx = order[start : start + batch_size]
             out = encoder(**_encoder_inputs(encoder, [items[i] for i in idx], pad_id, device), output_hidden_states=True)
-            layers = torch.stack(out.hidden_states, 2)  # (B, T, L, H)
+            layers = torch.stack(out.hidden_states, 2)  # (B, T, N+1, H)
             if values is None:
                 shape = (int(offsets[-1]), layers.shape[2], layers.shape[3])
                 values = allocate(shape) if allocate else torch.empty(shape, dtype=torch.float16)
@@ -187,12 +187,12 @@ def cached_features(encoder, key_model: Callable[[], str], items: Sequence[dict[
 
 
 def collate_cached(items: list[tuple[int, int, dict[str, Any]]], store: FeatureSet) -> dict[str, torch.Tensor]:
-    """values (B, T, L, H), mask and segments (B, T), and labels (B,) or tags (B, T) when present."""
+    """values (B, T, N+1, H), mask and segments (B, T), and labels (B,) or tags (B, T) when present."""
     feats = [f for _, _, f in items]
     idx = [f["index"] for f in feats]
     lengths = [store.length(i) for i in idx]
     T = max(lengths) if lengths else 0
-    values = torch.zeros(len(idx), T, store.values.shape[1], store.values.shape[2], dtype=torch.float16)  # (B, T, L, H)
+    values = torch.zeros(len(idx), T, store.values.shape[1], store.values.shape[2], dtype=torch.float16)
     segments = torch.zeros(len(idx), T, dtype=torch.long)  # (B, T)
     for row, i in enumerate(idx):
         a, b = int(store.offsets[i]), int(store.offsets[i + 1])

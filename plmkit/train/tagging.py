@@ -74,7 +74,7 @@ def predict_tags(model, encoded: Sequence[Encoded], feats: Sequence[dict[str, An
             idx = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate_windows([(0, i, {**feats[i], "tags": None}) for i in idx], pad_id).items()}
             emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
-                              inputs_embeds=batch.get("hidden"), bigrams=batch.get("bigrams"))  # (B, U, L)
+                              inputs_embeds=batch.get("hidden"), bigrams=batch.get("bigrams"))  # (B, U, K)
             decoded = model.decode(emissions, batch["unit_mask"]).cpu()  # (B, U)
             for i, row in zip(idx, decoded):
                 window_tags[i] = row[: len(feats[i]["unit_pos"])].tolist()
