@@ -78,7 +78,7 @@ class TrainConfig:
     # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything); partial: run them once, cached
     freeze_layers: int = 0
     # finetune, partial: keep only the embeddings and the bottom N layers of the encoder, dropping the top
-    # (0 = keep all); every step then costs about N/L of the whole, and the saved model has N layers
+    # (0 = keep all); each step then costs about N / num_hidden_layers of the whole; the saved model has N layers
     keep_layers: int = 0
     gradual_unfreeze: bool = False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
     unfreeze_every: int = 0  # gradual_unfreeze: optimiser steps between unfreezings; 0 = one group per epoch

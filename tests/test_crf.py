@@ -25,7 +25,7 @@ def lengths_mask(lengths: list[int], steps: int) -> torch.Tensor:
 
 
 def path_score(crf: CRF, emissions: torch.Tensor, path) -> torch.Tensor:
-    """start[y0] + sum emissions + sum transitions + end[y_last] for one sequence's emissions (len, L)."""
+    """start[y0] + sum emissions + sum transitions + end[y_last] for one sequence's emissions (len, K)."""
     c = crf.crf
     s = c.start_transitions[path[0]] + c.end_transitions[path[-1]]
     s = s + sum(emissions[t, y] for t, y in enumerate(path))
@@ -51,7 +51,7 @@ def bio_valid(labels: list[str], path) -> bool:
 def test_nll_matches_brute_force():
     num_tags, steps, lengths = 3, 4, [4, 1, 3]
     crf = random_crf(num_tags, seed=0)
-    emissions = torch.randn(len(lengths), steps, num_tags)  # (B, T, L)
+    emissions = torch.randn(len(lengths), steps, num_tags)  # (B, U, K)
     tags = torch.randint(num_tags, (len(lengths), steps))  # (B, T)
     mask = lengths_mask(lengths, steps)
     tags[~mask] = -100  # padding labels must be ignored
@@ -69,7 +69,7 @@ def test_nll_matches_brute_force():
 def test_decode_matches_brute_force_argmax():
     num_tags, steps, lengths = 3, 5, [5, 2, 1, 4]
     crf = random_crf(num_tags, seed=1)
-    emissions = torch.randn(len(lengths), steps, num_tags)  # (B, T, L)
+    emissions = torch.randn(len(lengths), steps, num_tags)  # (B, U, K)
     got = crf.decode(emissions, lengths_mask(lengths, steps))
     assert got.dtype == torch.long and got.shape == (len(lengths), steps)
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_decode_with_bio_constraints_matches_brute_force_over_allowed_paths():
     num_tags, steps, lengths = len(BIO), 4, [4, 3, 1]
     start, trans, end = allowed_transitions(BIO, "bio")
     crf = random_crf(num_tags, seed=2, start=start, trans=trans, end=end)
-    emissions = 2 * torch.randn(len(lengths), steps, num_tags)  # (B, T, L)
+    emissions = 2 * torch.randn(len(lengths), steps, num_tags)  # (B, U, K)
     got = crf.decode(emissions, lengths_mask(lengths, steps))
     with torch.no_grad():
         for b, n in enumerate(lengths):
@@ -93,7 +93,7 @@ def test_decode_with_bio_constraints_matches_brute_force_over_allowed_paths():
             assert got[b, :n].tolist() == list(best)
             assert (got[b, n:] == -1).all()
     # the unconstrained optimum is invalid here, the constrained decode is not
-    strong = torch.zeros(1, 4, num_tags)  # (1, T, L)
+    strong = torch.zeros(1, 4, num_tags)  # (1, U, K)
     strong[0, 0, BIO.index("I-PER")] = 50.0
     strong[0, 1, BIO.index("O")] = 50.0
     strong[0, 2, BIO.index("I-PER")] = 50.0
@@ -191,7 +191,7 @@ def test_decode_alone_equals_decode_in_padded_batch(scheme):
     crf = random_crf(len(BIO), seed=3, **dict(zip(("start", "trans", "end"), allowed_transitions(BIO, scheme))))
     torch.manual_seed(4)
     lengths = [3, 9, 1, 6]
-    emissions = torch.randn(len(lengths), 9, len(BIO))  # (B, T, L)
+    emissions = torch.randn(len(lengths), 9, len(BIO))  # (B, U, K)
     emissions[lengths_mask(lengths, 9) == 0] = 100 * torch.randn(1)  # padding must not matter
     batched = crf.decode(emissions, lengths_mask(lengths, 9))
     for b, n in enumerate(lengths):

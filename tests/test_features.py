@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from plmkit import api
 from plmkit.errors import ConfigError
-from plmkit.models.feature_heads import LayerChoice, masked_mean_max
+from plmkit.models.pooling import pool
+from plmkit.models.scalar_mix import ScalarMix
 
 from conftest import NEG, POS, write_csv
 
@@ -111,17 +112,17 @@ def test_fixed_layer_and_bilstm_head(tiny_model_dir, toy_data, tmp_path):
     assert api.evaluate(tmp_path / "l0", str(toy_data["test"]))["accuracy"] >= 0.95
 
 
-def test_layer_choice_and_pooling():
-    values = torch.randn(2, 4, 3, 5)  # (B, T, L, H)
-    assert torch.equal(LayerChoice(3, 1)(values), values[:, :, 1])
-    mix = LayerChoice(3)
+def test_scalar_mix_and_pooling():
+    values = torch.randn(2, 4, 3, 5)  # (B, T, N+1, H)
+    assert torch.equal(ScalarMix(3, 1)(values), values[:, :, 1])
+    mix = ScalarMix(3)
     assert torch.allclose(mix(values), values.mean(2), atol=1e-6)  # uniform weights, gamma 1 at the start
     with torch.no_grad():
         mix.weights.copy_(torch.tensor([0.0, 0.0, 50.0]))
         mix.gamma.fill_(2.0)
     assert torch.allclose(mix(values), 2 * values[:, :, 2], atol=1e-4)
     x = torch.tensor([[[1.0], [3.0], [100.0]]])  # (1, 3, 1); the third position is padding
-    assert masked_mean_max(x, torch.tensor([[True, True, False]])).tolist() == [[2.0, 3.0]]
+    assert pool(x, torch.tensor([[True, True, False]]), "mean_max").tolist() == [[2.0, 3.0]]
 
 
 def test_tagging_on_cached_units(tiny_model_dir, toy_ner, tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from plmkit import api
-from plmkit.models.pooled import PooledForSequenceClassification, pool
+from plmkit.models.pooled import PooledForSequenceClassification
+from plmkit.models.pooling import pool
 
 FAST = {"epochs": 4, "lr": 3e-3, "batch_size": 16, "progress": False, "mixed_precision": "no"}
 

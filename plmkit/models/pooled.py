@@ -6,7 +6,9 @@ A `[CLS]` head reads one token through a pooler; an encoder trained to be read b
 head better. The model is a Hugging Face model type of plmkit's ("plmkit-pooled", the encoder's
 own config inside), registered with AutoConfig and AutoModelForSequenceClassification on import,
 so a saved directory opens with `AutoModelForSequenceClassification` and `pipeline` once plmkit
-is imported. Shapes: B batch, T tokens, H hidden, C classes.
+is imported.
+
+Shapes (legend in plmkit/models/__init__.py): B batch, T tokens, H hidden, C classes.
 """
 
 # no `from __future__ import annotations`: transformers reads the config dataclass's annotations at runtime
@@ -18,7 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-POOLINGS = ("mean", "max", "mean_max")
+from plmkit.models.pooling import POOLINGS, pool  # POOLINGS is read from here too (train/finetune.py)
 
 
 @strict
@@ -42,17 +44,6 @@ class PooledConfig(PreTrainedConfig):
     @property
     def hidden_size(self) -> int:
         return self.encoder_config.hidden_size
-
-
-def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """(B, T, H), mask (B, T) -> (B, H) for mean or max, (B, 2H) for mean_max; real positions only."""
-    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-    parts = []
-    if how in ("mean", "mean_max"):
-        parts.append((x * m).sum(1) / m.sum(1).clamp(min=1))  # (B, H)
-    if how in ("max", "mean_max"):
-        parts.append(x.masked_fill(~mask.unsqueeze(-1).bool(), torch.finfo(x.dtype).min).max(1).values)  # (B, H)
-    return torch.cat(parts, -1)
 
 
 class PooledForSequenceClassification(PreTrainedModel):

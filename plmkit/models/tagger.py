@@ -4,6 +4,9 @@ The head reads one vector per unit (character or word): the encoder's output at 
 unit's first sub-token; the other sub-tokens carry no label and get no prediction.
 Saved, the encoder's weights keep their Hugging Face names (`bert.…`) beside
 `classifier.…`, so a softmax tagger also opens as `AutoModelForTokenClassification`.
+
+Shapes (legend in plmkit/models/__init__.py): B batch, T tokens, U units, H hidden (H' a BiLSTM head's
+output), K tags, D a bigram embedding's width (in packed_lstm: any input width, D' the output's).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class Tagger(nn.Module):
 
     def forward(self, input_ids, attention_mask, unit_pos, unit_mask, token_type_ids=None,
                 inputs_embeds=None, bigrams=None) -> torch.Tensor:
-        """Emission scores (B, U, L) for the units at `unit_pos` (B, U) of `input_ids` (B, T); with
+        """Emission scores (B, U, K) for the units at `unit_pos` (B, U) of `input_ids` (B, T); with
         `inputs_embeds` (B, T, H) given (mode=partial: cached states), those are read instead of the ids;
         `bigrams` (B, U, 2): each unit's hashed bigram ids, when the tagger has bigram embeddings."""
         if inputs_embeds is not None:
@@ -87,7 +90,7 @@ class Tagger(nn.Module):
 
     def emissions(self, units: torch.Tensor, unit_mask: torch.Tensor,
                   bigrams: torch.Tensor | None = None) -> torch.Tensor:
-        """Emission scores (B, U, L) from unit vectors (B, U, H) and, with bigram embeddings, ids (B, U, 2)."""
+        """Emission scores (B, U, K) from unit vectors (B, U, H) and, with bigram embeddings, ids (B, U, 2)."""
         if self.bigrams is not None:
             if bigrams is None:
                 raise ValueError("this tagger reads character bigrams: pass each unit's bigram ids (B, U, 2)")
@@ -96,7 +99,7 @@ class Tagger(nn.Module):
         units = self.dropout(units)
         if self.lstm is not None:
             units = self.dropout(packed_lstm(self.lstm, units, unit_mask))  # (B, U, H')
-        return self.classifier(units)  # (B, U, L)
+        return self.classifier(units)  # (B, U, K)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         """Mean per unit: cross-entropy (softmax) or CRF negative log-likelihood."""

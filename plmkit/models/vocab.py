@@ -10,6 +10,8 @@ Unigram segmenter only ever uses pieces whose characters occur in the text, so a
 subset is lossless on text in those scripts; a corpus subset is lossless on that corpus
 and may segment new text differently. Byte-level BPE is refused: its merges chain through
 pieces, so dropping one changes others.
+
+Shapes (legend in plmkit/models/__init__.py): V vocabulary: the tensors pruned are those with V rows.
 """
 
 from __future__ import annotations

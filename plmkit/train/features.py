@@ -40,7 +40,7 @@ CACHE_FORMAT = 1
 class FeatureSet:
     """Every layer's output for the kept positions of N items, stored flat."""
 
-    values: torch.Tensor  # (P, L, H) fp16: P kept positions of all items together
+    values: torch.Tensor  # (P, N+1, H) fp16: P kept positions of all items together
     offsets: torch.Tensor  # (N + 1,) int64: item i is values[offsets[i]:offsets[i + 1]]
     segments: torch.Tensor  # (P,) int8: 1 text, 2 text pair, 0 special token
 
@@ -92,7 +92,7 @@ def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: i
             allocate: Callable[[tuple[int, int, int]], torch.Tensor] | None = None) -> FeatureSet:
     """Run the frozen encoder once over `items` ({input_ids, token_type_ids?, keep?, segments});
     keep every layer's output at the `keep` positions (all positions when absent). `allocate(shape)`
-    gives the fp16 tensor (P, L, H) to fill (default: one in memory; a disk cache maps its file)."""
+    gives the fp16 tensor (P, N+1, H) to fill (default: one in memory; a disk cache maps its file)."""
     device = device or next(encoder.parameters()).device
     keep = [it.get("keep") or list(range(len(it["input_ids"]))) for it in items]
     offsets = torch.zeros(len(items) + 1, dtype=torch.long)
