@@ -18,7 +18,7 @@ SEQUENCE_HEADS = ("mlp", "bilstm")  # one text
 PAIR_HEADS = ("esim", "mlp")  # two texts
 
 
-def layer_index(layers: str, n_layers: int) -> int | None:
+def layer_index(layers: str | int, n_layers: int) -> int | None:
     """`mix` -> None; `last` -> n_layers - 1; `N` -> N (0 = embeddings), checked against the model."""
     from plmkit.errors import ConfigError
 
@@ -133,14 +133,19 @@ class FeatureModel(nn.Module):
         return self.head(x, batch["mask"], batch["segments"])  # (B, C)
 
 
-def build_feature_model(kind: str, head: str, n_layers: int, hidden: int, layers: str, labels: list[str],
-                        scheme: str | None = None, dropout: float | None = None) -> FeatureModel:
-    """`kind`: "sequence" (one text), "pair" or "tagging"; `head` checked against what the kind takes."""
+def check_head(kind: str, head: str) -> None:
+    """`head` is one that a task of this kind ("sequence", "pair" or "tagging") takes in feature mode."""
     from plmkit.errors import ConfigError
 
     known = {"sequence": SEQUENCE_HEADS, "pair": PAIR_HEADS, "tagging": TAG_HEADS}[kind]
     if head not in known:
         raise ConfigError(f"head: {head!r} is not a feature-mode head for this task; known: {', '.join(known)}")
+
+
+def build_feature_model(kind: str, head: str, n_layers: int, hidden: int, layers: str, labels: list[str],
+                        scheme: str | None = None, dropout: float | None = None) -> FeatureModel:
+    """`kind`: "sequence" (one text), "pair" or "tagging"; `head` checked against what the kind takes."""
+    check_head(kind, head)
     choice = LayerChoice(n_layers, layer_index(layers, n_layers))
     p = 0.1 if dropout is None else dropout
     n_out = max(1, len(labels))

@@ -28,7 +28,7 @@ from plmkit.data.truncation import backend_and_layout, encode
 from plmkit.errors import ConfigError, DataError, ModelError
 from plmkit.io import atomic_path, atomic_write_json
 from plmkit.models.encoders import check_tokenizer_matches, load_config, load_tokenizer, read_plmkit_meta, resolve_model
-from plmkit.models.feature_heads import FeatureModel, build_feature_model
+from plmkit.models.feature_heads import FeatureModel, build_feature_model, check_head
 from plmkit.models.saving import save_model_dir
 from plmkit.models.tagger import load_encoder
 from plmkit.registry import TASKS
@@ -338,6 +338,7 @@ def train(train_spec: str, output: str | Path, cfg: TrainConfig, *, dev_spec: st
     check_options(cfg)
     task: Task = TASKS.get(cfg.task)
     head = cfg.head or default_head(task)
+    check_head(_kind(task), head)  # before the encoder runs over the data, not after
     output = Path(output)
     started = time.time()
     if dev_spec is None and train_spec.startswith("builtin:"):
