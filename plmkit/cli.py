@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+import traceback
 
 from plmkit.errors import PlmkitError
 
@@ -98,8 +100,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def quiet_libraries() -> None:
     """transformers' per-load reports and weight-loading bars drown plmkit's own output."""
-    import os
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
@@ -107,15 +107,27 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _one_line(text: str) -> str:
+    """A message's lines joined into one (plmkit's own errors may quote a library's text)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0; 2 on plmkit's own errors (bad input or options), 1 on any other, 130 on Ctrl-C. An error is
+    one line on stderr; with PLMKIT_DEBUG=1 its traceback comes first."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     command = "plmkit " + " ".join(shlex.quote(a) for a in argv)
-    quiet_libraries()
-    from plmkit import api
-    from plmkit.config import parse_overrides
-
+    debug = os.environ.get("PLMKIT_DEBUG", "") not in ("", "0")
     try:
+        quiet_libraries()
+        from plmkit import api
+        from plmkit.config import parse_overrides
+
         overrides = parse_overrides(getattr(args, "overrides", []) or [])
         if args.command == "demo":
             result = api.demo(output=args.output, overrides=overrides, config=args.config)
@@ -159,11 +171,19 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(row, ensure_ascii=False))
             return 0
     except PlmkitError as e:
-        print(f"plmkit {args.command}: error: {e}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"plmkit {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"plmkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a library's own error (torch, transformers, accelerate, the OS): its type and first line
+        if debug:
+            traceback.print_exc()
+        message = _first_line(str(e))
+        print(f"plmkit {args.command}: error: {type(e).__name__}{': ' + message if message else ''}", file=sys.stderr)
+        return 1
     if getattr(args, "json", False) or args.command in ("train", "pretrain", "probe-layers", "compare", "prune-vocab"):
         print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -1,4 +1,5 @@
-"""The CLI on bad input: exit code 2 and one error line on stderr that names the problem."""
+"""The CLI on bad input: exit code 2 and one error line on stderr that names the problem; on a library's error,
+exit code 1 and one line with its type and first line (the traceback with PLMKIT_DEBUG=1)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def _fails(capsys, argv: list[str]) -> str:
     assert err.startswith(f"plmkit {command}: error: "), err
     assert "Traceback" not in err
     return err
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    """The one-line form is what these tests check; a PLMKIT_DEBUG in the caller's environment would add tracebacks."""
+    monkeypatch.delenv("PLMKIT_DEBUG", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +199,114 @@ def test_evaluate_missing_data(capsys, trained, tmp_path):
 def test_evaluate_unknown_builtin(capsys, trained):
     err = _fails(capsys, ["evaluate", "--model", str(trained), "--data", "builtin:nosuch"])
     assert "nosuch" in err and "reviews" in err
+
+
+# --- enumerated options: refused before any data or model is read --------------------------------------------------
+
+
+def test_train_mixed_precision_typo_fails_before_data(capsys, tmp_path):
+    """A missing model and a missing train file: the option is what gets reported, so nothing was read first."""
+    out = tmp_path / "out"
+    argv = _train(tmp_path / "no-model", tmp_path / "no-data.csv", out, "mixed_precision=bf17")
+    err = _fails(capsys, argv)
+    assert err == "plmkit train: error: command line: mixed_precision: 'bf17' is not one of: no, fp16, bf16, auto\n"
+    assert not out.exists()
+
+
+def test_train_enum_typo_in_recipe_names_the_file(capsys, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("truncation: middle\nloop:\n  epochs: 1\n", encoding="utf-8")
+    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "--config",
+                                str(recipe)))
+    assert err == f"plmkit train: error: {recipe}: truncation: 'middle' is not one of: head, tail, head_tail\n"
+
+
+def test_train_layers_out_of_choices(capsys, tmp_path):
+    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "mode=features",
+                                "layers=-1"))
+    assert "layers: '-1' is not one of: mix, last or int >= 0" in err
+
+
+def test_train_features_head_of_another_mode_fails_before_data(capsys, tmp_path):
+    """head=cls is a head, but not a feature-mode one: refused before the encoder runs over the data."""
+    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "mode=features",
+                                "--head", "cls"))
+    assert "head: 'cls'" in err and "mlp" in err and "bilstm" in err and "no-data" not in err
+
+
+def test_train_invalid_recipe_yaml_is_one_line(capsys, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("loop: [unclosed\n", encoding="utf-8")
+    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "--config",
+                                str(recipe)))
+    assert err.count("\n") == 1 and f"{recipe}:2:1: not valid YAML" in err
+
+
+# --- errors from libraries underneath: one line, exit 1; PLMKIT_DEBUG=1 for the traceback ---------------------------
+
+
+def _raising(exc: BaseException):
+    def run(*args, **kwargs):
+        raise exc
+
+    return run
+
+
+def _library_error(capsys, monkeypatch, tmp_path, exc: BaseException) -> tuple[int, str]:
+    from plmkit import api
+
+    monkeypatch.setattr(api, "train", _raising(exc))
+    capsys.readouterr()
+    rc = main(["train", "--train", str(tmp_path / "t.csv"), "--output", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert out == ""
+    return rc, err
+
+
+def test_library_error_is_one_line_exit_1(capsys, monkeypatch, tmp_path):
+    rc, err = _library_error(capsys, monkeypatch, tmp_path, ValueError("boom\nsecond line"))
+    assert rc == 1
+    assert err == "plmkit train: error: ValueError: boom\n"
+
+
+@pytest.mark.parametrize("exc, line", [
+    (RuntimeError(), "RuntimeError"),
+    (OSError(28, "No space left on device"), "OSError: [Errno 28] No space left on device"),
+    (RuntimeError("\n  CUDA out of memory. Tried to allocate 2.00 GiB\nmore"), "RuntimeError: CUDA out of memory. "
+                                                                              "Tried to allocate 2.00 GiB"),
+    (KeyError("label"), "KeyError: 'label'"),
+])
+def test_library_error_type_and_first_line(capsys, monkeypatch, tmp_path, exc, line):
+    rc, err = _library_error(capsys, monkeypatch, tmp_path, exc)
+    assert rc == 1
+    assert err == f"plmkit train: error: {line}\n"
+
+
+def test_library_error_with_debug_prints_the_traceback(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PLMKIT_DEBUG", "1")
+    rc, err = _library_error(capsys, monkeypatch, tmp_path, ValueError("boom\nsecond line"))
+    assert rc == 1
+    assert "Traceback (most recent call last)" in err and "second line" in err and "in run" in err
+    assert err.splitlines()[-1] == "plmkit train: error: ValueError: boom"
+
+
+def test_plmkit_error_with_debug_prints_the_traceback(capsys, monkeypatch, tmp_path):
+    from plmkit.errors import ConfigError
+
+    monkeypatch.setenv("PLMKIT_DEBUG", "1")
+    rc, err = _library_error(capsys, monkeypatch, tmp_path, ConfigError("lr: bad"))
+    assert rc == 2
+    assert "Traceback" in err and err.splitlines()[-1] == "plmkit train: error: lr: bad"
+
+
+def test_plmkit_error_quoting_a_library_is_one_line(capsys, monkeypatch, tmp_path):
+    from plmkit.errors import ModelError
+
+    rc, err = _library_error(capsys, monkeypatch, tmp_path, ModelError("m: cannot load a tokenizer: bad\n  json here"))
+    assert rc == 2
+    assert err == "plmkit train: error: m: cannot load a tokenizer: bad json here\n"
+
+
+def test_keyboard_interrupt_exit_130(capsys, monkeypatch, tmp_path):
+    rc, err = _library_error(capsys, monkeypatch, tmp_path, KeyboardInterrupt())
+    assert rc == 130 and err == "plmkit train: interrupted\n"

@@ -210,3 +210,204 @@ def test_yaml_bool_for_an_int_is_an_error(tmp_path, value):
     with pytest.raises(ConfigError) as info:
         build_config(TrainConfig, path)
     assert "loop.epochs" in str(info.value)
+
+
+# --- enumerated options: Literal types, checked by build_config -----------------------------------------------------
+
+ENUMS = [
+    (TrainConfig, "truncation", ("head", "tail", "head_tail")),
+    (TrainConfig, "mode", ("finetune", "partial", "features")),
+    (TrainConfig, "head", ("cls", "pool", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim")),
+    (TrainConfig, "pooling", ("mean", "max", "mean_max")),
+    (TrainConfig, "unit_tokens", ("auto", "word", "piece")),
+    (TrainConfig, "feature_cache", ("disk", "memory")),
+    (TrainConfig, "loop.schedule", ("linear", "constant", "stlr")),
+    (TrainConfig, "loop.mixed_precision", ("no", "fp16", "bf16", "auto")),
+    (PretrainConfig, "loop.schedule", ("linear", "constant", "stlr")),
+    (PretrainConfig, "loop.mixed_precision", ("no", "fp16", "bf16", "auto")),
+    (PretrainConfig, "albert.sharing", ("all", "attention", "ffn", "none")),
+    (PretrainConfig, "elmo.token_encoder", ("embedding", "char_cnn")),
+]
+ENUM_IDS = [f"{cls.__name__}.{key}" for cls, key, _ in ENUMS]
+
+
+def _get(cfg, key: str):
+    for name in key.split("."):
+        cfg = getattr(cfg, name)
+    return cfg
+
+
+def _nested_yaml(key: str, value: str) -> str:
+    *outer, last = key.split(".")
+    return "".join(f"{'  ' * i}{name}:\n" for i, name in enumerate(outer)) + f"{'  ' * len(outer)}{last}: {value}\n"
+
+
+def _literal_keys(cls: type, prefix: str = "") -> set[str]:
+    """Every key whose type is a Literal, alone or in a union (with None, with int)."""
+    import dataclasses
+    import typing
+
+    keys = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            keys |= _literal_keys(typ, prefix + f.name + ".")
+        elif typing.Literal in (typing.get_origin(typ), *map(typing.get_origin, typing.get_args(typ))):
+            keys.add(prefix + f.name)
+    return keys
+
+
+def test_every_literal_key_is_tested_here():
+    for cls in (TrainConfig, PretrainConfig):
+        extra = {"layers"} if cls is TrainConfig else set()  # Literal | int: its own tests below
+        assert _literal_keys(cls) == {key for c, key, _ in ENUMS if c is cls} | extra
+
+
+@pytest.mark.parametrize("cls, key, values", ENUMS, ids=ENUM_IDS)
+def test_enum_accepts_every_value_from_command_line_and_yaml(tmp_path, cls, key, values):
+    for value in values:
+        assert _get(build_config(cls, overrides={key: value}), key) == value
+        assert _get(build_config(cls, _yaml(tmp_path, _nested_yaml(key, f'"{value}"'))), key) == value
+        assert _get(build_config(cls, overrides={key.split(".")[-1]: value}), key) == value  # the flat key
+
+
+@pytest.mark.parametrize("cls, key, values", ENUMS, ids=ENUM_IDS)
+def test_enum_rejects_a_bad_value_listing_the_valid_ones(tmp_path, cls, key, values):
+    with pytest.raises(ConfigError) as info:
+        build_config(cls, overrides={key: "bogus"})
+    assert str(info.value) == f"command line: {key}: 'bogus' is not one of: {', '.join(values)}"
+    path = _yaml(tmp_path, _nested_yaml(key, "bogus"))
+    with pytest.raises(ConfigError) as info:
+        build_config(cls, path)
+    assert str(info.value) == f"{path}: {key}: 'bogus' is not one of: {', '.join(values)}"
+
+
+@pytest.mark.parametrize("cls, key, values", ENUMS, ids=ENUM_IDS)
+def test_enum_defaults_are_valid(cls, key, values):
+    assert _get(cls(), key) in values or (key == "head" and _get(cls(), key) is None)
+
+
+def test_mixed_precision_typo_names_key_value_and_choices():
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, overrides={"mixed_precision": "bf17"})
+    assert str(info.value) == "command line: mixed_precision: 'bf17' is not one of: no, fp16, bf16, auto"
+
+
+@pytest.mark.parametrize("value", ["Head", "head ", "1", "none", ""])
+def test_enum_is_exact(value):
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, overrides={"truncation": value})
+    assert f"truncation: {value!r} is not one of: head, tail, head_tail" in str(info.value)
+
+
+def test_enum_from_yaml_of_another_type_names_the_file(tmp_path):
+    path = _yaml(tmp_path, "truncation: 3\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, path)
+    assert str(info.value) == f"{path}: truncation: 3 is not one of: head, tail, head_tail"
+
+
+def test_unquoted_yaml_no_is_the_choice_no(tmp_path):
+    """YAML 1.1 reads `no` as False; for mixed_precision it can only mean the choice `no`."""
+    cfg = build_config(TrainConfig, _yaml(tmp_path, "loop:\n  mixed_precision: no\n"))
+    assert cfg.loop.mixed_precision == "no"
+    path = _yaml(tmp_path, "truncation: yes\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, path)
+    message = str(info.value)
+    assert str(path) in message and "truncation: True is not one of: head, tail, head_tail" in message
+    assert "quote" in message
+
+
+@pytest.mark.parametrize("value", ["none", "null", ""])
+def test_optional_enum_back_to_none(tmp_path, value):
+    assert build_config(TrainConfig, overrides={"head": "crf"}).head == "crf"
+    assert build_config(TrainConfig, _yaml(tmp_path, "head: crf\n"), {"head": value}).head is None
+    assert build_config(TrainConfig, _yaml(tmp_path, "head: null\n")).head is None
+
+
+def test_registry_names_stay_plain_strings():
+    """task and arch are registry names, refused with the known ones where the run starts (api, pretrain.archs)."""
+    assert build_config(TrainConfig, overrides={"task": "ner"}).task == "ner"
+    assert build_config(PretrainConfig, overrides={"arch": "gpt"}).arch == "gpt"
+
+
+def test_literals_match_the_code_that_reads_them():
+    """Each Literal lists what its consumer accepts: a value added there must be added here, and back."""
+    import typing
+
+    from plmkit.data.truncation import STRATEGIES
+    from plmkit.models import feature_heads, tagger
+    from plmkit.models.albert import SHARING_MODES
+    from plmkit.models.elmo import TOKEN_ENCODERS
+    from plmkit.models.pooled import POOLINGS
+    from plmkit.tasks.classification import SEQUENCE_HEADS
+    from plmkit.tasks.tagging import UNIT_TOKENS
+    from plmkit.train.optim import SCHEDULES
+
+    def values(cls, key):
+        cls_hints = typing.get_type_hints(cls)
+        *outer, last = key.split(".")
+        for name in outer:
+            cls = cls_hints[name]
+            cls_hints = typing.get_type_hints(cls)
+        typ = cls_hints[last]
+        args = typing.get_args(typ)
+        lit = typ if typing.get_origin(typ) is typing.Literal else next(a for a in args if typing.get_origin(a))
+        return set(typing.get_args(lit))
+
+    assert values(TrainConfig, "truncation") == set(STRATEGIES)
+    assert values(TrainConfig, "pooling") == set(POOLINGS)
+    assert values(TrainConfig, "unit_tokens") == set(UNIT_TOKENS)
+    assert values(TrainConfig, "loop.schedule") == set(SCHEDULES)
+    assert values(TrainConfig, "head") == {*SEQUENCE_HEADS, *tagger.HEADS, *feature_heads.SEQUENCE_HEADS,
+                                           *feature_heads.PAIR_HEADS}
+    assert values(PretrainConfig, "albert.sharing") == set(SHARING_MODES)
+    assert values(PretrainConfig, "elmo.token_encoder") == set(TOKEN_ENCODERS)
+    assert values(TrainConfig, "layers") == {"mix", "last"}
+
+
+# --- layers (mode features): mix, last or a layer number >= 0 ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, expected", [("mix", "mix"), ("last", "last"), ("0", 0), ("3", 3), ("12", 12)])
+def test_layers_accepted_from_command_line(value, expected):
+    got = build_config(TrainConfig, overrides={"layers": value}).layers
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("text, expected", [("mix", "mix"), ("last", "last"), ("0", 0), ("2", 2), ('"2"', 2),
+                                             ("2.0", 2)])
+def test_layers_accepted_from_yaml(tmp_path, text, expected):
+    got = build_config(TrainConfig, _yaml(tmp_path, f"layers: {text}\n")).layers
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("value", ["middle", "-1", "1.5", "true", "first", "Mix", ""])
+def test_layers_rejected_from_command_line(value):
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, overrides={"layers": value})
+    assert str(info.value) == f"command line: layers: {value!r} is not one of: mix, last or int >= 0"
+
+
+@pytest.mark.parametrize("text, shown", [("-1", "-1"), ("2.5", "2.5"), ("true", "True"), ("middle", "'middle'"),
+                                         ("null", "None"), ("[1, 2]", "[1, 2]")])
+def test_layers_rejected_from_yaml_names_the_file(tmp_path, text, shown):
+    path = _yaml(tmp_path, f"layers: {text}\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, path)
+    assert str(info.value) == f"{path}: layers: {shown} is not one of: mix, last or int >= 0"
+
+
+def test_layers_round_trip_through_to_dict():
+    cfg = build_config(TrainConfig, overrides={"layers": "4", "mode": "features"})
+    assert build_config(TrainConfig, overrides=to_dict(cfg)) == cfg
+
+
+def test_invalid_yaml_is_one_line_naming_file_and_line(tmp_path):
+    path = _yaml(tmp_path, "max_length: 64\nloop: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:3:1: not valid YAML: ") and "\n" not in message

@@ -71,7 +71,8 @@ def test_demo_takes_another_recipe(tiny_model_dir, tmp_path, capsys):
     meta = json.loads((out / "plmkit.json").read_text())
     assert meta["config"]["mode"] == "partial" and meta["config"]["loop"]["max_steps"] == 3
     assert meta["command"].startswith(f"plmkit demo --config {recipe}")
-    for text, message in (("mode: sideways\n", "mode: unknown 'sideways'"), ("epochz: 3\n", "epochz")):
+    for text, message in (("mode: sideways\n", "mode: 'sideways' is not one of: finetune, partial, features"),
+                          ("epochz: 3\n", "epochz")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         assert main(["demo", "--config", str(bad)]) != 0

@@ -168,5 +168,5 @@ def test_feature_mode_config_errors(tiny_model_dir, toy_data, tmp_path):
         _run(tiny_model_dir, toy_data, tmp_path / "b", tmp_path / "c", layers="3")
     with pytest.raises(ConfigError, match="known: mlp, bilstm"):
         _run(tiny_model_dir, toy_data, tmp_path / "c2", tmp_path / "c", head="esim")
-    with pytest.raises(ConfigError, match="mode: unknown 'frozen'"):
+    with pytest.raises(ConfigError, match="mode: 'frozen' is not one of: finetune, partial, features"):
         _run(tiny_model_dir, toy_data, tmp_path / "d", tmp_path / "c", mode="frozen")

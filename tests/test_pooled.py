@@ -61,6 +61,6 @@ def test_pool_head_opens_in_a_pipeline_with_the_same_scores(pooled):
 def test_bad_pooling_is_named(tiny_model_dir, toy_data, tmp_path):
     from plmkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="pooling: unknown 'sum'; known: mean, max, mean_max"):
+    with pytest.raises(ConfigError, match="pooling: 'sum' is not one of: mean, max, mean_max"):
         api.train(str(toy_data["train"]), tmp_path / "x", overrides={"model": str(tiny_model_dir), "head": "pool",
                                                                       "pooling": "sum"} | FAST)

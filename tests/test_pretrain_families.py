@@ -155,7 +155,8 @@ def test_a_checkpoint_of_another_family_is_refused(tiny_model_dir, corpus, tmp_p
     ({"arch": "gpt", "whole_word": "true"}, "whole_word: arch 'gpt'"),
     ({"arch": "roberta", "nsp": "true"}, "nsp: next-sentence prediction is a bert objective"),
     ({"arch": "albert", "albert.embedding_size": "64"}, "factorised embeddings need E <= H"),
-    ({"arch": "albert", "albert.embedding_size": "16", "albert.sharing": "layers"}, "albert.sharing: unknown 'layers'"),
+    ({"arch": "albert", "albert.embedding_size": "16", "albert.sharing": "layers"},
+     "albert.sharing: 'layers' is not one of: all, attention, ffn, none"),
     ({"arch": "bart"}, "unknown arch 'bart'; known: albert, bert, electra, elmo, gpt, roberta, spanbert"),
 ])
 def test_bad_family_options_are_named(overrides, message, corpus, tmp_path):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 
-def layer_index(layers: str, n_layers: int) -> int | None:
+def layer_index(layers: str | int, n_layers: int) -> int | None:
     """`mix` -> None; `last` -> n_layers - 1; `N` -> N (0 = embeddings), checked against the model."""
     from plmkit.errors import ConfigError
 
