@@ -100,8 +100,9 @@ class FeatureModel(nn.Module):
         return self.head.decode(emissions, mask)  # (B, U) tag ids
 
 
-def check_head(kind: str, head: str) -> None:
-    """`head` is one that a task of this kind ("sequence", "pair" or "tagging") takes in feature mode."""
+def build_feature_model(kind: str, head: str, n_layers: int, hidden: int, layers: str | int, labels: list[str],
+                        scheme: str | None = None, dropout: float | None = None) -> FeatureModel:
+    """`kind`: "sequence" (one text), "pair" or "tagging"; `head` checked against what the kind takes."""
     from plmkit.errors import ConfigError
 
     known = FEATURE_HEADS[kind]
