@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from plmkit.data.truncation import layout
+from plmkit.errors import ConfigError
 from plmkit.pretrain.masking import IGNORE_INDEX
 from plmkit.pretrain.objectives import (
     SpanBoundaryHead,
@@ -25,13 +27,26 @@ from plmkit.pretrain.pairs import nsp_pair, sop_pair, split_pair
 PAD, CLS, SEP, MASK = 0, 2, 3, 4
 
 
+def _bert_backend():
+    """A backend whose post-processor frames [CLS] A [SEP] and [CLS] A [SEP] B [SEP] with the ids above."""
+    from tokenizers import Tokenizer, models, processors
+
+    vocab = {"[PAD]": PAD, "[UNK]": 1, "[CLS]": CLS, "[SEP]": SEP, "[MASK]": MASK, "a": 5, "b": 6}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)])
+    return backend
+
+
 class StubTokenizer:
-    """What the collate functions read from a tokenizer: the special ids and the vocabulary size."""
+    """What the collate functions read from a tokenizer: the special ids, the vocabulary size, and the
+    special-token layout (from its backend's post-processor, as with a real tokenizer)."""
 
     pad_token_id, cls_token_id, sep_token_id, mask_token_id = PAD, CLS, SEP, MASK
 
     def __init__(self, vocab_size: int = 100_000):
         self.vocab_size = vocab_size
+        self.backend_tokenizer = _bert_backend()
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -325,3 +340,146 @@ def test_rtd_loss_averages_over_real_tokens_only():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert (logits.grad[~real] == 0).all() and (logits.grad[real] != 0).all()
+
+
+# ---- special tokens: each family's tokenizer frames the segments ----
+
+LAYOUT_LINES = [
+    "我爱北京天安门 hello world 2024年，ＡＢＣ１２３。", "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸", "一二三四五六七八九十",
+    "好棒赞优美爱的东西", "差坏烂糟恨丑的东西", "the quick brown fox jumps over the lazy dog",
+] * 4 + ["天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏闰余成岁律吕调阳云腾致雨露结为霜金生丽水玉出昆冈" * 2]
+PAIRS = [("我爱北京天安门", "hello world 2024"), ("好", "差坏烂糟"), ("the lazy dog", "一二三")]
+
+
+def _family_tokenizer(arch: str):
+    from plmkit.config import PretrainConfig
+    from plmkit.pretrain.archs import ARCHS
+
+    cfg = PretrainConfig(arch=arch, vocab_size=300, max_length=40, nsp=arch == "bert")
+    return ARCHS.get(arch), cfg, ARCHS.get(arch).make_tokenizer(LAYOUT_LINES, cfg)
+
+
+def _no_specials_tokenizer():
+    """A WordPiece tokenizer whose backend adds no special tokens at all."""
+    from plmkit.pretrain.tokenizer import train_wordpiece
+
+    tok = train_wordpiece(LAYOUT_LINES, vocab_size=300)
+    tok.backend_tokenizer.post_processor = None
+    return tok
+
+
+def _other_tokenizer(kind: str):
+    from plmkit.pretrain.tokenizer import train_byte_bpe
+
+    if kind == "roberta":
+        return train_byte_bpe(LAYOUT_LINES, vocab_size=300, family="roberta")
+    return _no_specials_tokenizer()
+
+
+def _check_frames_like_the_tokenizer(tok) -> None:
+    """Layout.frame of the text ids (single and pair) gives what tokenizer(text, text_pair) gives."""
+    specials = layout(tok)
+    for text, text_pair in PAIRS:
+        a, b = (tok(t, add_special_tokens=False)["input_ids"] for t in (text, text_pair))
+        for pair_ids, expected in [(None, tok(text, return_token_type_ids=True)),
+                                   (b, tok(text, text_pair, return_token_type_ids=True))]:
+            framed = specials.frame(a, pair_ids)
+            assert framed["input_ids"] == expected["input_ids"]
+            assert framed["token_type_ids"] == expected["token_type_ids"]
+            n_text = len(a) + len(pair_ids or [])
+            assert specials.n_special(pair=pair_ids is not None) == len(expected["input_ids"]) - n_text
+            assert [s > 0 for s in framed["segments"]].count(True) == n_text
+
+
+def _unframe(specials, ids: list[int], types: list[int]) -> tuple[list[int], list[int]]:
+    """The one (A, B) that specials.frame(A, B) turns into ids and types."""
+    pre, mid, post = map(len, specials.pair)
+    found = []
+    for n_a in range(len(ids) - specials.n_special(pair=True) + 1):
+        a, b = ids[pre : pre + n_a], ids[pre + n_a + mid : len(ids) - post]
+        framed = specials.frame(a, b)
+        if framed["input_ids"] == ids and framed["token_type_ids"] == types:
+            found.append((a, b))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _check_pair_rows(batch: dict, segments: list[dict], specials, kind: str) -> None:
+    """Every row is A and B framed by the layout, cut from its segment less the pair's extra specials;
+    no special token is ever chosen for masking."""
+    extra = specials.n_special(pair=True) - specials.n_special(pair=False)
+    originals, chosen = _originals(batch), batch["labels"] != IGNORE_INDEX
+    for row, seg in enumerate(segments):
+        n = int(batch["attention_mask"][row].sum())
+        ids, types = originals[row, :n].tolist(), batch["token_type_ids"][row, :n].tolist()
+        a, b = _unframe(specials, ids, types)
+        kept, label = seg["ids"][: max(2, len(seg["ids"]) - extra)], int(batch["pair_labels"][row])
+        if kind == "sop":
+            assert (b + a if label == 1 else a + b) == kept
+        else:
+            assert a == kept[: len(a)] and (label == 1 or a + b == kept)
+        text = torch.tensor(specials.frame(a, b)["segments"]) > 0
+        assert not chosen[row, :n][~text].any()
+
+
+@pytest.mark.parametrize("arch", ["albert", "bert", "electra", "elmo", "gpt", "roberta", "spanbert"])
+def test_each_family_frames_segments_as_its_tokenizer_frames_text(arch):
+    spec, cfg, tok = _family_tokenizer(arch)
+    _check_frames_like_the_tokenizer(tok)
+    specials = layout(tok)
+    lines = [text for pair in PAIRS for text in pair]
+    line_ids = tok(lines, add_special_tokens=False)["input_ids"]
+    segments = [{"ids": ids, "words": list(range(len(ids)))} for ids in line_ids]
+    batch = spec.collate(_items(segments), tok, cfg, segments)
+    originals = _originals(batch) if "labels" in batch else batch["input_ids"]
+    if "pair_labels" in batch:  # bert (nsp) and albert (sop)
+        _check_pair_rows(batch, segments, specials, "nsp" if arch == "bert" else "sop")
+    else:  # a segment that is a whole line reads exactly as the tokenizer frames the line
+        for row, line in enumerate(lines):
+            expected = tok(line)["input_ids"]
+            assert originals[row, : len(expected)].tolist() == expected
+            assert int(batch["attention_mask"][row].sum()) == len(expected)
+    packed = pack_corpus(LAYOUT_LINES, tok, cfg.max_length)
+    assert max(len(s["ids"]) for s in packed) == cfg.max_length - specials.n_special(pair=False)
+    assert spec.collate(_items(packed), tok, cfg, packed)["input_ids"].shape[1] == cfg.max_length  # full, not over
+
+
+@pytest.mark.parametrize("kind", ["roberta", "none"])
+def test_another_layout_frames_every_objective_within_max_length(kind):
+    """<s> A </s></s> B </s> (two specials more for a pair than <s> A </s>), or no special tokens at all."""
+    tok = _other_tokenizer(kind)
+    _check_frames_like_the_tokenizer(tok)
+    specials = layout(tok)
+    assert specials.n_special(pair=False) == (2 if kind == "roberta" else 0)
+    assert specials.n_special(pair=True) == (4 if kind == "roberta" else 0)
+    segments = pack_corpus(LAYOUT_LINES, tok, max_length=14)
+    assert max(len(s["ids"]) for s in segments) == 14 - specials.n_special(pair=False)
+    for pair_kind in ("nsp", "sop"):
+        batch = pair_collate(_items(segments), tokenizer=tok, seed=0, rate=0.15, whole_word=False, dynamic=False,
+                             kind=pair_kind, pool=segments)
+        assert batch["input_ids"].shape[1] == 14
+        _check_pair_rows(batch, segments, specials, pair_kind)
+    mlm = mlm_collate(_items(segments), tokenizer=tok, seed=0, rate=0.15, whole_word=False, dynamic=False)
+    span = span_collate(_items(segments), tokenizer=tok, seed=0, rate=0.15, dynamic=False)
+    for batch in (mlm, span):
+        assert batch["input_ids"].shape[1] == 14
+        originals, chosen = _originals(batch), batch["labels"] != IGNORE_INDEX
+        for row, seg in enumerate(segments):
+            framed = specials.frame(seg["ids"])
+            n = len(framed["input_ids"])
+            assert originals[row, :n].tolist() == framed["input_ids"] and int(batch["attention_mask"][row].sum()) == n
+            assert not chosen[row, :n][torch.tensor(framed["segments"]) == 0].any()
+            assert chosen[row].any()
+    lengths = span["attention_mask"].sum(1)  # every span has a real position on either side
+    for row, t in (span["labels"] != IGNORE_INDEX).nonzero().tolist():
+        assert 0 <= int(span["span_left"][row, t]) < t < int(span["span_right"][row, t]) < int(lengths[row])
+
+
+def test_max_length_must_leave_room_for_text_after_the_specials():
+    tok = _family_tokenizer("bert")[2]
+    with pytest.raises(ConfigError, match="max_length: 2 leaves no room"):
+        pack_corpus(LAYOUT_LINES, tok, max_length=2)
+    assert max(len(s["ids"]) for s in pack_corpus(LAYOUT_LINES, tok, max_length=3)) == 1
+    assert max(len(s["ids"]) for s in pack_corpus(LAYOUT_LINES, _no_specials_tokenizer(), max_length=1)) == 1
+    stub = layout(StubTokenizer())  # the stub's post-processor frames as bert's does
+    assert (stub.single, stub.pair, stub.pair_types) == (((CLS,), (SEP,)), ((CLS,), (SEP,), (SEP,)), (0, 0, 0, 1, 1))

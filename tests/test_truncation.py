@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from plmkit.data.truncation import STRATEGIES, encode, head_tokens_for, keep_indices, pair_lengths
+from plmkit.data.truncation import STRATEGIES, encode, head_tokens_for, keep_indices, layout, pair_lengths, spread
 from plmkit.errors import ConfigError
 
 # 30 distinct characters, each a single token in the tiny model's vocabulary (see conftest's corpus).
@@ -228,3 +228,46 @@ def test_minilm_truncation_only_by_max_length(minilm):
     enc = encode(minilm, words + " last", None, 16, "tail")
     assert len(enc["input_ids"]) == 16
     assert minilm.convert_ids_to_tokens(enc["input_ids"])[-2] == "last"
+
+
+@pytest.fixture(scope="module", params=["roberta", "gpt"])
+def byte_bpe(request):
+    """<s> A </s></s> B </s> (roberta) or A <|endoftext|> B <|endoftext|> (gpt), as pretraining trains them."""
+    from plmkit.pretrain.tokenizer import train_byte_bpe
+
+    lines = [TEXT, TEXT[::-1], "hello big world", "the lazy dog"] * 5
+    return train_byte_bpe(lines, vocab_size=300, family=request.param)
+
+
+def test_other_layouts_encode_as_their_tokenizer_does(byte_bpe):
+    for text, text_pair in [("hello big world", "the lazy dog"), (TEXT[:5], TEXT[5:9])]:
+        for pair in (None, text_pair):
+            expected = byte_bpe(text, pair, return_token_type_ids=True)
+            enc = encode(byte_bpe, text, pair, 64, "head")
+            assert enc["input_ids"] == expected["input_ids"]
+            assert enc["token_type_ids"] == expected["token_type_ids"]
+            specials = [s == 0 for s in enc["segments"]]
+            assert [o == (0, 0) for o in enc["offsets"]] == specials
+            assert [i in byte_bpe.all_special_ids for i in enc["input_ids"]] == specials
+
+
+@pytest.mark.parametrize("max_length", [8, 13, 20])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_other_layouts_fit_max_length(byte_bpe, strategy, max_length):
+    n_special = layout(byte_bpe).n_special(pair=True)
+    enc = encode(byte_bpe, TEXT, TEXT[::-1], max_length, strategy)
+    assert len(enc["input_ids"]) == len(enc["token_type_ids"]) == len(enc["offsets"]) == max_length
+    assert enc["segments"].count(0) == n_special and {1, 2} <= set(enc["segments"])
+    assert len(encode(byte_bpe, TEXT, None, max_length, strategy)["input_ids"]) == max_length
+
+
+def test_layout_frame_and_spread(tok):
+    specials = layout(tok)
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    assert specials.frame([7, 8]) == {"input_ids": [cls, 7, 8, sep], "token_type_ids": [0] * 4,
+                                      "segments": [0, 1, 1, 0]}
+    framed = specials.frame([7], [8, 9])
+    assert framed == {"input_ids": [cls, 7, sep, 8, 9, sep], "token_type_ids": [0, 0, 0, 1, 1, 1],
+                      "segments": [0, 1, 0, 2, 2, 0]}
+    assert spread(framed["segments"], ["a"], ["b", "c"], "-") == ["-", "a", "-", "b", "c", "-"]
+    assert (specials.n_special(pair=False), specials.n_special(pair=True)) == (2, 3)

@@ -40,7 +40,6 @@ class Arch:
     collate: Callable[..., Batch]  # (items, tokenizer, cfg, pool) -> batch; items are (epoch, index, segment)
     loss: Callable[[nn.Module, Batch], torch.Tensor]
     save: Callable[[nn.Module, Any, Path, dict], None] = lambda model, tok, out, extra: save_model_dir(out, model, tok, extra)
-    specials: int = 2  # special tokens around a packed segment
     model_types: tuple[str, ...] = ()  # checkpoints `init` may name
     masks: bool = True  # whole_word and mask_rate apply
 
@@ -363,10 +362,10 @@ def _gpt_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 def _lm_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
     """A causal or bidirectional LM reads the segment as the tokenizer frames a text (`A <eos>`, `[CLS] A [SEP]`)."""
     from plmkit.data.batching import length_mask, pad
-    from plmkit.data.truncation import backend_and_layout
+    from plmkit.data.truncation import layout
 
-    pre, post = backend_and_layout(tokenizer)[1].single
-    ids = [list(pre) + seg["ids"] + list(post) for _, _, seg in items]
+    frame = layout(tokenizer).frame
+    ids = [frame(seg["ids"])["input_ids"] for _, _, seg in items]
     input_ids = pad(ids, tokenizer.pad_token_id)  # (B, T)
     lengths = torch.tensor([len(x) for x in ids])  # (B,)
     return {"input_ids": input_ids, "attention_mask": length_mask(lengths, input_ids.shape[1]).long()}
@@ -380,7 +379,7 @@ def _gpt_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 
 ARCHS.add("gpt", Arch("gpt", "causal LM", lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "gpt", _positions(cfg)),
-                      _gpt_build, _gpt_load, _lm_collate, _gpt_loss, specials=1, model_types=("gpt2",), masks=False))
+                      _gpt_build, _gpt_load, _lm_collate, _gpt_loss, model_types=("gpt2",), masks=False))
 
 
 # --- ELMo: forward and backward LSTM language models ------------------------------------------------

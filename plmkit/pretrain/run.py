@@ -12,6 +12,7 @@ import torch
 from plmkit.config import PretrainConfig, to_dict
 from plmkit.data.builtin import CORPORA
 from plmkit.data.readers import read_corpus_file
+from plmkit.data.truncation import layout
 from plmkit.errors import DataError
 from plmkit.models.encoders import load_tokenizer, resolve_model
 from plmkit.pretrain.archs import check_options
@@ -54,11 +55,12 @@ def pretrain(corpus: Sequence[str], output: str | Path, cfg: PretrainConfig, *, 
     else:
         tokenizer = arch.make_tokenizer(lines, cfg)
         model = arch.build(cfg, tokenizer)
-    segments = pack_corpus(lines, tokenizer, cfg.max_length - arch.specials + 2, cfg.whole_word)
+    segments = pack_corpus(lines, tokenizer, cfg.max_length, cfg.whole_word)  # room for the tokenizer's specials
     held = {i for i in range(len(segments)) if torch.rand(1, generator=example_generator(cfg.loop.seed, -1, i)).item() < cfg.heldout_fraction}
     train = [s for i, s in enumerate(segments) if i not in held]
     dev = [s for i, s in enumerate(segments) if i in held]
-    tokens = sum(len(s["ids"]) + arch.specials for s in train)
+    specials = layout(tokenizer).n_special(pair=False)
+    tokens = sum(len(s["ids"]) + specials for s in train)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"{arch.name}: corpus {len(lines)} lines, {len(train)} training segments ({tokens} tokens), {len(dev)} held out; "
           f"vocabulary {len(tokenizer)}; parameters {parameters / 1e6:.2f}M")
