@@ -332,13 +332,26 @@ _APPLIES: dict[str, tuple[Callable[[TrainConfig, bool], bool], str, str]] = {
 }
 
 
+def inapplicable(cfg: TrainConfig, tagging: bool) -> list[str]:
+    """The options set away from their defaults that do nothing for this task and mode."""
+    default = TrainConfig()
+    return [key for key, (applies, _, _) in _APPLIES.items()
+            if getattr(cfg, key) != getattr(default, key) and not applies(cfg, tagging)]
+
+
+def without_inapplicable(cfg: TrainConfig, tagging: bool) -> dict[str, Any]:
+    """Overrides that put this config's inapplicable options back to their defaults: for runs built on a
+    shared recipe (compare, probe-layers), each in its own mode."""
+    default = TrainConfig()
+    return {key: getattr(default, key) for key in inapplicable(cfg, tagging)}
+
+
 def check_applicable(cfg: TrainConfig, tagging: bool) -> None:
     """Every option set away from its default must do something for this task and mode."""
-    default = TrainConfig()
-    for key, (applies, where, hint) in _APPLIES.items():
-        if getattr(cfg, key) != getattr(default, key) and not applies(cfg, tagging):
-            now = f"task {cfg.task}, mode {cfg.mode}" + (f", head {cfg.head}" if cfg.head else "")
-            raise ConfigError(f"{key}: applies to {where}, not to {now}{hint}")
+    for key in inapplicable(cfg, tagging)[:1]:
+        where, hint = _APPLIES[key][1:]
+        now = f"task {cfg.task}, mode {cfg.mode}" + (f", head {cfg.head}" if cfg.head else "")
+        raise ConfigError(f"{key}: applies to {where}, not to {now}{hint}")
     if cfg.bigram_buckets < 0 or cfg.bigram_buckets == 1 or cfg.bigram_dim < 1:
         raise ConfigError(f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "
                           f"{cfg.bigram_buckets} and {cfg.bigram_dim}")

@@ -56,6 +56,8 @@ def test_compare_runs_five_variants_and_writes_the_report(tiny_model_dir, toy_da
     # the tricks' unfreezing is paced by plain fine-tuning's steps: all 4 groups open half-way
     assert runs["fine-tuning + tricks"]["unfreeze_every"] == -(-runs["fine-tuning"]["steps"] // 8)
     assert len(result["layer_weights"]["weights"]) == 3
+    # the shared cache_dir served the feature runs and was left out of the others (where it does nothing)
+    assert list((tmp_path / "cache").rglob("*.safetensors"))
     for name in ("report.md", "report.html", "results.json", "learning_curves.png", "layer_weights.png"):
         assert (out / name).is_file(), name
     md = (out / "report.md").read_text()

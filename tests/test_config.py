@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from plmkit.config import LoopConfig, PretrainConfig, TrainConfig, build_config, parse_overrides, to_dict, valid_keys
+from plmkit.config import (LoopConfig, PretrainConfig, TrainConfig, build_config, check_applicable, inapplicable,
+                           parse_overrides, to_dict, valid_keys, without_inapplicable)
 from plmkit.errors import ConfigError
 
 
@@ -411,3 +412,37 @@ def test_invalid_yaml_is_one_line_naming_file_and_line(tmp_path):
         build_config(TrainConfig, path)
     message = str(info.value)
     assert message.startswith(f"{path}:3:1: not valid YAML: ") and "\n" not in message
+
+
+@pytest.mark.parametrize("overrides, tagging, message", [
+    ({"mode": "features", "head_lr": "1e-3"}, False, "head_lr: applies to mode finetune or partial, not to task "
+                                                      "classification, mode features"),
+    ({"layers": "3"}, False, "layers: applies to mode features, not to task classification, mode finetune"),
+    ({"task": "ner", "window_overlap": "8", "truncation": "tail"}, True, "truncation: applies to the text tasks"),
+    ({"window_overlap": "8"}, False, "window_overlap: applies to the tagging tasks"),
+    ({"task": "ner", "mode": "features", "bigram_buckets": "64"}, True, "bigram_buckets: applies to the tagging tasks"),
+    ({"cache_dir": "/tmp/x"}, False, "cache_dir: applies to mode features"),
+])
+def test_an_option_that_does_nothing_here_is_an_error(overrides, tagging, message):
+    cfg = build_config(TrainConfig, None, overrides)
+    with pytest.raises(ConfigError, match=message):
+        check_applicable(cfg, tagging)
+
+
+def test_options_under_a_switch_that_is_off_are_not_errors():
+    """A recipe's sub-options stay valid when the command line turns their switch off."""
+    cfg = build_config(TrainConfig, None, {"task": "ner", "bigram_buckets": "0", "bigram_dim": "8",
+                                           "gradual_unfreeze": "false", "unfreeze_every": "10"})
+    check_applicable(cfg, tagging=True)
+    assert inapplicable(cfg, tagging=True) == []
+
+
+def test_without_inapplicable_resets_only_what_does_nothing():
+    cfg = build_config(TrainConfig, None, {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9",
+                                           "layers": "2", "lr": "1e-2"})
+    reset = without_inapplicable(cfg, tagging=False)
+    assert reset == {"head_lr": None, "layer_lr_decay": 1.0}
+    fixed = build_config(TrainConfig, None, {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9",
+                                             "layers": "2", "lr": "1e-2"} | reset)
+    check_applicable(fixed, tagging=False)
+    assert (fixed.layers, fixed.loop.lr) == (2, 1e-2)

@@ -28,8 +28,7 @@ TRICKS = {"schedule": "stlr", "layer_lr_decay": 0.95, "gradual_unfreeze": True}
 
 def variants(feature_lr: float, feature_head: str, partial_freeze: int) -> dict[str, dict[str, Any]]:
     """Run name -> the overrides that make it, on top of the shared recipe."""
-    features = {"mode": "features", "lr": feature_lr, "head": feature_head, "layer_lr_decay": 1.0, "head_lr": None,
-                "gradual_unfreeze": False, "warmup_ratio": 0.0}
+    features = {"mode": "features", "lr": feature_lr, "head": feature_head, "warmup_ratio": 0.0}
     return {
         "features, last layer": features | {"layers": "last"},
         "features, scalar mix": features | {"layers": "mix"},
@@ -52,7 +51,7 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
             partial_freeze: int | None = None) -> dict[str, Any]:
     """Run the five variants; write report.md, report.html, results.json and PNGs in `output`.
     `partial_freeze`: the layers the partial run caches (default: half the model's)."""
-    from plmkit.config import TrainConfig, build_config
+    from plmkit.config import TrainConfig, build_config, without_inapplicable
     from plmkit.errors import ConfigError
     from plmkit.models.encoders import load_config, resolve_model
     from plmkit.registry import TASKS
@@ -66,8 +65,15 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
     unknown = sorted(set(only or []) - set(runs))
     if unknown:
         raise ConfigError(f"compare: unknown run {unknown[0]!r}; known: {', '.join(runs)}")
-    for extra in runs.values():  # every run's config is valid before the first one starts
-        build_config(TrainConfig, config, shared | extra)
+    tagging = TASKS.get(cfg.task).label_type == "tags"
+    for name, extra in runs.items():  # every run's config is valid before the first one starts
+        # the recipe's and the command line's options apply to the runs they do something for; the
+        # others (head_lr in feature mode, cache_dir when fine-tuning, ...) stay at their defaults there
+        reset = without_inapplicable(build_config(TrainConfig, config, shared | extra), tagging)
+        if reset:
+            print(f"compare: {name}: {', '.join(reset)} left at the default (no effect in this run)", flush=True)
+        runs[name] = extra | reset
+        build_config(TrainConfig, config, shared | runs[name])
     main = TASKS.get(cfg.task).main_metric
     test = _test_spec(train, test)
     output = Path(output)

@@ -26,13 +26,17 @@ def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: s
                  command: str | None = None) -> dict[str, Any]:
     """Train one probe per layer (0 = embeddings) on `data`, scored on its dev split; write
     results.json, results.md, results.html and probe.png in `output`."""
-    from plmkit.config import TrainConfig, build_config
+    from plmkit.config import TrainConfig, build_config, without_inapplicable
     from plmkit.models.encoders import load_config, resolve_model
     from plmkit.registry import TASKS
     from plmkit.tasks import classification, tagging  # noqa: F401  (each registers its tasks)
 
     base = PROBE_DEFAULTS | dict(overrides or {}) | {"task": task, "model": model, "mode": "features"}
     cfg = build_config(TrainConfig, config, base)  # checks every key before any work starts
+    reset = without_inapplicable(cfg, TASKS.get(cfg.task).label_type == "tags")
+    if reset:  # a fine-tuning recipe's head_lr, keep_layers, ... do nothing for a probe on frozen layers
+        print(f"probe-layers: {', '.join(reset)} left at the default (no effect on a probe)", flush=True)
+        base |= reset
     kind = TASKS.get(cfg.task).feature_kind
     head = cfg.head or PROBE_HEADS[kind]
     n_layers = load_config(resolve_model(cfg.model), cfg.trust_remote_code).num_hidden_layers + 1

@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from plmkit.models.pooling import POOLINGS, pool  # POOLINGS is read from here too (train/finetune.py)
+from plmkit.models.pooling import POOLINGS, pool
 
 
 @strict

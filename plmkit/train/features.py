@@ -31,7 +31,7 @@ from plmkit.models.tagger import load_encoder
 from plmkit.tasks.base import Featurized, Task
 from plmkit.train.infer import evaluating, in_sorted_batches, run_model
 from plmkit.train.loop import LoopState
-from plmkit.train.run import check_finite
+from plmkit.train.plan import Plan, check_finite
 
 CACHE_FORMAT = 1
 
@@ -224,7 +224,6 @@ def features_plan(task: Task, source: str, tokenizer, cfg: TrainConfig, train: F
     """Extract (or read back) every layer of the frozen encoder, then train a head on them."""
     from accelerate import PartialState
 
-    from plmkit.train.run import Plan
 
     encoder = load_encoder(source, trust_remote_code=cfg.trust_remote_code)
     encoder.requires_grad_(False)

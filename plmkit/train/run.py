@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,28 +32,12 @@ from plmkit.tasks.base import Featurized, Labels, Task
 from plmkit.train.infer import run_model
 from plmkit.train.loop import LoopState, train_loop
 from plmkit.train.optim import build_optimizer
+from plmkit.train.plan import Plan, check_finite
 
 
 def tasks() -> None:
     import plmkit.tasks.classification  # noqa: F401  (each registers its tasks)
     import plmkit.tasks.tagging  # noqa: F401
-
-
-@dataclass
-class Plan:
-    """What one mode hands the loop."""
-
-    model: torch.nn.Module  # what the loop trains: the task model, its top view, or a head on cached layers
-    items: list[dict[str, Any]]  # training items, as `collate` reads them
-    lengths: list[int]  # of each training item, for length-bucketed batches
-    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
-    forward: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
-    save: Callable[[torch.nn.Module, LoopState], None]  # called with the trained model when dev improves
-    predict_dev: Callable[[torch.nn.Module, torch.device], list[Any]] | None  # the task's outputs per dev item
-    param_groups: list[dict[str, Any]] | None = None
-    before_batch: Callable[[LoopState], None] | None = None
-    find_unused_parameters: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # what the mode adds to the run's summary
 
 
 @dataclass
@@ -100,13 +84,6 @@ def resolve_head(task: Task, cfg: TrainConfig) -> str | None:
     if head not in known:
         raise ConfigError(f"head: {problem}; known: {', '.join(known)}")
     return head
-
-
-def check_finite(model: torch.nn.Module) -> None:
-    """Never save a model whose weights went NaN or infinite."""
-    for p in model.parameters():
-        if not torch.isfinite(p).all():
-            raise ModelError("refusing to save: the model has non-finite weights")
 
 
 def best_model_saver(output: Path, tokenizer, meta: dict[str, Any]) -> Callable[[torch.nn.Module, LoopState], None]:
