@@ -137,6 +137,7 @@ def test_tagging_on_cached_units(tiny_model_dir, toy_ner, tmp_path):
     assert {(e["text"], e["type"], e["start"], e["end"]) for e in row["entities"]} == {("甲子", "PER", 1, 3), ("辰京", "LOC", 4, 6)}
 
 
+@pytest.mark.slow
 def test_pair_esim_head_learns_a_relation(tiny_model_dir, tmp_path):
     """Label 'same' when both texts are made of the same kind of characters: only a head that
     compares the two texts can learn it."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from plmkit.api import DEMO_SENTENCES
+
+pytestmark = pytest.mark.slow  # the whole demo, or the shipped encoder
 
 
 def test_demo_json_contract_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):

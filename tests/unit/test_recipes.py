@@ -8,7 +8,7 @@ import pytest
 
 from plmkit.config import PretrainConfig, TrainConfig, build_config, load_yaml
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_recipes_exist():

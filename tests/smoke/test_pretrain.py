@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from plmkit import api
 
 
@@ -94,6 +96,7 @@ print(json.dumps([wp.backend_tokenizer.to_str(), bpe.backend_tokenizer.to_str()]
 """
 
 
+@pytest.mark.slow
 def test_trained_vocabularies_are_the_same_in_every_process():
     """The tokenizers trainer numbers WordPiece's ## pieces in hash-map order, which each process
     seeds anew (huggingface/tokenizers#1794): plmkit renumbers them by a fixed rule."""

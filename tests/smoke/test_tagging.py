@@ -80,6 +80,7 @@ def test_softmax_tagger_opens_as_hugging_face_token_classifier(trained, tiny_mod
     assert hf.config.architectures == ["BertForTokenClassification"]
 
 
+@pytest.mark.slow
 def test_long_sentences_are_windowed_and_stitched(tiny_model_dir, tmp_path):
     """Sentences of up to ~45 characters with max_length 16: every unit gets a tag, F1 still 1.0."""
     sents = toy_tagged(200, seed=5, segments=(6, 9))

