@@ -65,10 +65,14 @@ def main(argv: list[str]) -> dict:
         from plmkit.peers import crf_tagger
 
         crf = crf_tagger(train, test)
-        result["peer_crfsuite"] = breakdown(test, gold, [char_words(s, t) for s, t in zip(test, crf["pred"])], vocab, args.show)
+        result["peer_crfsuite"] = breakdown(
+            test, gold, [char_words(s, t) for s, t in zip(test, crf["pred"])], vocab, args.show
+        )
     for name, row in result.items():
-        print(f"{name:<14} F1 {row['f1']:.4f}  in-vocabulary recall {row['iv_recall']:.4f} ({row['iv_words']} words)  "
-              f"out-of-vocabulary recall {row['oov_recall']:.4f} ({row['oov_words']})")
+        print(
+            f"{name:<14} F1 {row['f1']:.4f}  in-vocabulary recall {row['iv_recall']:.4f} ({row['iv_words']} words)  "
+            f"out-of-vocabulary recall {row['oov_recall']:.4f} ({row['oov_words']})"
+        )
         print("  most missed:", " ".join(f"{w}×{n}" for w, n in row["most_missed"]))
     print(json.dumps(result, ensure_ascii=False))
     return result

@@ -8,8 +8,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from plmkit.config import PretrainConfig, TrainConfig, build_config
 from plmkit.data.examples import Example
@@ -23,8 +24,15 @@ DEMO_SENTENCES = [
 ]
 
 
-def pretrain(corpus: Sequence[str], output: str | Path, *, config: str | Path | None = None,
-             overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None) -> dict:
+def pretrain(
+    corpus: Sequence[str],
+    output: str | Path,
+    *,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    command: str | None = None,
+) -> dict:
     """Pretrain an encoder on `corpus` (text files or builtin:default); see plmkit.pretrain.run."""
     from plmkit.pretrain.run import pretrain as run
 
@@ -49,26 +57,43 @@ def _texts(specs: Sequence[str]) -> list[str]:
     return texts
 
 
-def prune_vocab(model: str, output: str | Path, *, corpus: Sequence[str] = (), keep: str | None = None,
-                check: Sequence[str] = ()) -> dict[str, Any]:
+def prune_vocab(
+    model: str, output: str | Path, *, corpus: Sequence[str] = (), keep: str | None = None, check: Sequence[str] = ()
+) -> dict[str, Any]:
     """Keep the vocabulary pieces `corpus` uses and/or those of the scripts in `keep` (e.g. "cjk,ascii,punct");
     report what share of the `check` texts' tokens (default: the corpus) would change or become unknown."""
     from plmkit.models.encoders import resolve_model
     from plmkit.models.vocab import prune_vocab as run
 
-    report = run(resolve_model(model), output, corpus=_texts(corpus), scripts=keep or (), check=_texts(check),
-                 name=model)
+    report = run(
+        resolve_model(model), output, corpus=_texts(corpus), scripts=keep or (), check=_texts(check), name=model
+    )
     return report.as_dict() | {"output": str(output)}
 
 
-def train(train_data: str, output: str | Path, *, dev: str | None = None, config: str | Path | None = None,
-          overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None,
-          callbacks: Sequence[Callable] = ()) -> dict:
+def train(
+    train_data: str,
+    output: str | Path,
+    *,
+    dev: str | None = None,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    callbacks: Sequence[Callable] = (),
+) -> dict:
     """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
     from plmkit.train.run import train as run
 
-    return run(train_data, output, build_config(TrainConfig, config, overrides), dev_spec=dev, resume=resume,
-               command=command, callbacks=callbacks)
+    return run(
+        train_data,
+        output,
+        build_config(TrainConfig, config, overrides),
+        dev_spec=dev,
+        resume=resume,
+        command=command,
+        callbacks=callbacks,
+    )
 
 
 def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:
@@ -94,8 +119,13 @@ def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, 
         if not examples:
             raise DataError("no input", path="<stdin>")
         return examples
-    return read_examples(path, text_column=text_column, text_pair_column=pair_column if pair else None,
-                         label_column=None, encoding=encoding)
+    return read_examples(
+        path,
+        text_column=text_column,
+        text_pair_column=pair_column if pair else None,
+        label_column=None,
+        encoding=encoding,
+    )
 
 
 def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
@@ -119,8 +149,15 @@ def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
             raise DataError("unknown output type; use .jsonl or .csv", path=str(output))
 
 
-def predict(model: str | Path, *, input: str | None = None, text: str | None = None, text_pair: str | None = None,
-            output: str | Path | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+def predict(
+    model: str | Path,
+    *,
+    input: str | None = None,
+    text: str | None = None,
+    text_pair: str | None = None,
+    output: str | Path | None = None,
+    encoding: str | None = None,
+) -> list[dict[str, Any]]:
     """Predict for a file, standard input (`-`) or one text; rows in input order, written to `output` when given."""
     from plmkit.train.run import load
     from plmkit.train.run import predict as run
@@ -131,17 +168,22 @@ def predict(model: str | Path, *, input: str | None = None, text: str | None = N
             raise DataError("--text is empty")
         examples = [Example(text=text, text_pair=text_pair)]
     else:
-        examples = _read_predict_input(input, loaded.task.pair, encoding or "utf-8",
-                                       loaded.meta.get("text_column", "text"),
-                                       loaded.meta.get("text_pair_column", "text_pair"))
+        examples = _read_predict_input(
+            input,
+            loaded.task.pair,
+            encoding or "utf-8",
+            loaded.meta.get("text_column", "text"),
+            loaded.meta.get("text_pair_column", "text_pair"),
+        )
     rows = run(model, examples, loaded=loaded)
     if output is not None:
         write_predictions(rows, output)
     return rows
 
 
-def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = None,
-         config: str | Path | None = None) -> dict[str, Any]:
+def demo(
+    output: str | Path | None = None, overrides: dict[str, Any] | None = None, config: str | Path | None = None
+) -> dict[str, Any]:
     """Fine-tune the recommended Chinese encoder (the recipe's model, e5-small) on review sentiment, beside a
     TF-IDF + logistic regression peer measured on the same split in the same run. `config`: another
     recipe than configs/demo.yaml."""
@@ -159,19 +201,32 @@ def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = No
     splits = {s: load_builtin(f"builtin:reviews:{s}") for s in ("train", "dev", "test")}
     print(f"review sentiment: {len(splits['train'])} train, {len(splits['dev'])} dev, {len(splits['test'])} test")
     peer = tfidf_logreg(splits["train"], splits["dev"], splits["test"])
-    print(f"peer (TF-IDF char 1-3-grams + logistic regression, C={peer['C']}): "
-          f"dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}  ({peer['seconds']}s)")
+    print(
+        f"peer (TF-IDF char 1-3-grams + logistic regression, C={peer['C']}): "
+        f"dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}  ({peer['seconds']}s)"
+    )
     with tempfile.TemporaryDirectory(prefix="plmkit-demo-") as tmp:
         model_dir = Path(output) if output else Path(tmp) / "model"
-        trained = train("builtin:reviews", model_dir, config=recipe, overrides=overrides,
-                        command="plmkit demo" + (f" --config {config}" if config else "") + (f" --output {output}" if output else ""))
+        trained = train(
+            "builtin:reviews",
+            model_dir,
+            config=recipe,
+            overrides=overrides,
+            command="plmkit demo"
+            + (f" --config {config}" if config else "")
+            + (f" --output {output}" if output else ""),
+        )
         test = evaluate(model_dir, "builtin:reviews:test")
         predictions = predict_examples(model_dir, [Example(text=t) for t in DEMO_SENTENCES])
     result = {
-        "dev_accuracy": trained["dev_metrics"].get("dev_accuracy"), "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro_f1"], "peer_dev_accuracy": peer["dev_accuracy"],
-        "peer_test_accuracy": peer["test_accuracy"], "seconds": round(time.time() - started, 1),
-        "predictions": predictions, "model": str(output) if output else None,
+        "dev_accuracy": trained["dev_metrics"].get("dev_accuracy"),
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "peer_dev_accuracy": peer["dev_accuracy"],
+        "peer_test_accuracy": peer["test_accuracy"],
+        "seconds": round(time.time() - started, 1),
+        "predictions": predictions,
+        "model": str(output) if output else None,
     }
     name = f"plmkit ({cfg.model}, mode {cfg.mode}):"
     print(f"{name} dev {result['dev_accuracy']:.4f}  test {result['test_accuracy']:.4f}")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -80,12 +81,15 @@ class TrainConfig:
     bigram_buckets: int = 0
     bigram_dim: int = 64
     layer_lr_decay: float = 1.0  # finetune: each layer below the top gets the rate of the one above times this
-    # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything); partial: run them once, cached
+    # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything);
+    # partial: run them once, cached
     freeze_layers: int = 0
     # finetune, partial: keep only the embeddings and the bottom N layers of the encoder, dropping the top
     # (0 = keep all); each step then costs about N / num_hidden_layers of the whole; the saved model has N layers
     keep_layers: int = 0
-    gradual_unfreeze: bool = False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
+    gradual_unfreeze: bool = (
+        False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
+    )
     unfreeze_every: int = 0  # gradual_unfreeze: optimiser steps between unfreezings; 0 = one group per epoch
     # features: mix (learned scalar mix of every layer) | last | N (layer N alone; 0 = embeddings; the top is checked
     # against the model)
@@ -314,29 +318,44 @@ _FINETUNING = ("finetune", "partial")
 # line (gradual_unfreeze=false, bigram_buckets=0) must not make the recipe that set them an error
 _APPLIES: dict[str, tuple[Callable[[TrainConfig, bool], bool], str, str]] = {
     "head_lr": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
-    "layer_lr_decay": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial",
-                       "; in mode features the encoder is frozen"),
-    "gradual_unfreeze": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial",
-                         "; in mode features the encoder is frozen"),
+    "layer_lr_decay": (
+        lambda c, tagging: c.mode in _FINETUNING,
+        "mode finetune or partial",
+        "; in mode features the encoder is frozen",
+    ),
+    "gradual_unfreeze": (
+        lambda c, tagging: c.mode in _FINETUNING,
+        "mode finetune or partial",
+        "; in mode features the encoder is frozen",
+    ),
     "freeze_layers": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
-    "keep_layers": (lambda c, tagging: c.mode in _FINETUNING, "modes finetune and partial",
-                    "; in mode features, layers=N reads layer N"),
+    "keep_layers": (
+        lambda c, tagging: c.mode in _FINETUNING,
+        "modes finetune and partial",
+        "; in mode features, layers=N reads layer N",
+    ),
     "layers": (lambda c, tagging: c.mode == "features", "mode features", ""),
     "feature_cache": (lambda c, tagging: c.mode == "features", "mode features", ""),
     "cache_dir": (lambda c, tagging: c.mode == "features", "mode features", ""),
     "truncation": (lambda c, tagging: not tagging, "the text tasks", "; ner and cws cut long sentences into windows"),
     "window_overlap": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
     "unit_tokens": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
-    "bigram_buckets": (lambda c, tagging: tagging and c.mode in _FINETUNING,
-                       "the tagging tasks (ner, cws) in modes finetune and partial", ""),
+    "bigram_buckets": (
+        lambda c, tagging: tagging and c.mode in _FINETUNING,
+        "the tagging tasks (ner, cws) in modes finetune and partial",
+        "",
+    ),
 }
 
 
 def inapplicable(cfg: TrainConfig, tagging: bool) -> list[str]:
     """The options set away from their defaults that do nothing for this task and mode."""
     default = TrainConfig()
-    return [key for key, (applies, _, _) in _APPLIES.items()
-            if getattr(cfg, key) != getattr(default, key) and not applies(cfg, tagging)]
+    return [
+        key
+        for key, (applies, _, _) in _APPLIES.items()
+        if getattr(cfg, key) != getattr(default, key) and not applies(cfg, tagging)
+    ]
 
 
 def without_inapplicable(cfg: TrainConfig, tagging: bool) -> dict[str, Any]:
@@ -353,5 +372,7 @@ def check_applicable(cfg: TrainConfig, tagging: bool) -> None:
         now = f"task {cfg.task}, mode {cfg.mode}" + (f", head {cfg.head}" if cfg.head else "")
         raise ConfigError(f"{key}: applies to {where}, not to {now}{hint}")
     if cfg.bigram_buckets < 0 or cfg.bigram_buckets == 1 or cfg.bigram_dim < 1:
-        raise ConfigError(f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "
-                          f"{cfg.bigram_buckets} and {cfg.bigram_dim}")
+        raise ConfigError(
+            f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "
+            f"{cfg.bigram_buckets} and {cfg.bigram_dim}"
+        )

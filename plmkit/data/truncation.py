@@ -7,9 +7,9 @@ once from the tokenizer's own post-processor, so every model family gets its own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 from tokenizers import Tokenizer
 
@@ -143,8 +143,9 @@ def layout(tokenizer) -> Layout:
     return backend_and_layout(tokenizer)[1]
 
 
-def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strategy: str,
-           head_tokens: int | None = None) -> dict[str, list]:
+def encode(
+    tokenizer, text: str, text_pair: str | None, max_length: int, strategy: str, head_tokens: int | None = None
+) -> dict[str, list]:
     """Tokenise, truncate by `strategy` to fit `max_length` including special tokens, add them.
 
     Returns input_ids, token_type_ids, offsets (character spans into text or text_pair; (0, 0) for specials)

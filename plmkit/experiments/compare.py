@@ -32,8 +32,11 @@ def variants(feature_lr: float, feature_head: str, partial_freeze: int) -> dict[
     return {
         "features, last layer": features | {"layers": "last"},
         "features, scalar mix": features | {"layers": "mix"},
-        f"partial, bottom {partial_freeze} cached": {"mode": "partial", "freeze_layers": partial_freeze,
-                                                     "gradual_unfreeze": False},
+        f"partial, bottom {partial_freeze} cached": {
+            "mode": "partial",
+            "freeze_layers": partial_freeze,
+            "gradual_unfreeze": False,
+        },
         "fine-tuning": {"mode": "finetune"},
         "fine-tuning + tricks": {"mode": "finetune"} | TRICKS,
     }
@@ -45,31 +48,45 @@ def _test_spec(train: str, test: str | None) -> str | None:
     return ":".join(train.split(":")[:2]) + ":test" if train.startswith("builtin:") else None
 
 
-def compare(task: str, model: str, train: str, output: str | Path, *, dev: str | None = None, test: str | None = None,
-            config: str | Path | None = None, overrides: dict[str, Any] | None = None, feature_lr: float = 1e-3,
-            keep_models: bool = False, only: list[str] | None = None, command: str | None = None,
-            partial_freeze: int | None = None) -> dict[str, Any]:
+def compare(
+    task: str,
+    model: str,
+    train: str,
+    output: str | Path,
+    *,
+    dev: str | None = None,
+    test: str | None = None,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    feature_lr: float = 1e-3,
+    keep_models: bool = False,
+    only: list[str] | None = None,
+    command: str | None = None,
+    partial_freeze: int | None = None,
+) -> dict[str, Any]:
     """Run the five variants; write report.md, report.html, results.json and PNGs in `output`.
     `partial_freeze`: the layers the partial run caches (default: half the model's)."""
     from plmkit.config import TrainConfig, build_config, without_inapplicable
     from plmkit.errors import ConfigError
     from plmkit.models.encoders import load_config, resolve_model
+    from plmkit.models.feature_heads import DEFAULT_HEADS
     from plmkit.registry import TASKS
     from plmkit.tasks import classification, tagging  # noqa: F401  (each registers its tasks)
-    from plmkit.models.feature_heads import DEFAULT_HEADS
 
     shared = dict(overrides or {}) | {"task": task, "model": model}
     cfg = build_config(TrainConfig, config, shared)
     n_layers = load_config(resolve_model(cfg.model), cfg.trust_remote_code).num_hidden_layers
-    runs = variants(feature_lr, DEFAULT_HEADS[TASKS.get(cfg.task).feature_kind], partial_freeze or max(1, n_layers // 2))
+    runs = variants(
+        feature_lr, DEFAULT_HEADS[TASKS.get(cfg.task).feature_kind], partial_freeze or max(1, n_layers // 2)
+    )
     unknown = sorted(set(only or []) - set(runs))
     if unknown:
         raise ConfigError(f"compare: unknown run {unknown[0]!r}; known: {', '.join(runs)}")
-    tagging = TASKS.get(cfg.task).label_type == "tags"
+    tags = TASKS.get(cfg.task).label_type == "tags"
     for name, extra in runs.items():  # every run's config is valid before the first one starts
         # the recipe's and the command line's options apply to the runs they do something for; the
         # others (head_lr in feature mode, cache_dir when fine-tuning, ...) stay at their defaults there
-        reset = without_inapplicable(build_config(TrainConfig, config, shared | extra), tagging)
+        reset = without_inapplicable(build_config(TrainConfig, config, shared | extra), tags)
         if reset:
             print(f"compare: {name}: {', '.join(reset)} left at the default (no effect in this run)", flush=True)
         runs[name] = extra | reset
@@ -93,10 +110,15 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
         out = models / name.replace(" ", "-").replace(",", "").replace("+", "and")
         result = api.train(train, out, dev=dev, config=config, overrides=shared | extra, command=command)
         scores = api.evaluate(out, test) if test else {}
-        row = {"run": name, f"dev_{main}": result["dev_metrics"].get(f"dev_{main}"), "best_epoch": result["best_epoch"],
-               "steps": result["steps"], "seconds": round(result["seconds"]),
-               "extract_seconds": round(result["extract_seconds"]) if result.get("extract_seconds") is not None else None,
-               "unfreeze_every": extra.get("unfreeze_every")}
+        row = {
+            "run": name,
+            f"dev_{main}": result["dev_metrics"].get(f"dev_{main}"),
+            "best_epoch": result["best_epoch"],
+            "steps": result["steps"],
+            "seconds": round(result["seconds"]),
+            "extract_seconds": round(result["extract_seconds"]) if result.get("extract_seconds") is not None else None,
+            "unfreeze_every": extra.get("unfreeze_every"),
+        }
         row |= {f"test_{k}": v for k, v in scores.items() if isinstance(v, float)}
         rows.append(row)
         meta = json.loads((out / "plmkit.json").read_text(encoding="utf-8"))
@@ -109,22 +131,53 @@ def compare(task: str, model: str, train: str, output: str | Path, *, dev: str |
     if layer_weights:
         plot_layer_weights(layer_weights["weights"], output / "layer_weights.png", gamma=layer_weights["gamma"])
     test_keys = sorted({k for r in rows for k in r if k.startswith("test_")})
-    columns = [("run", "run"), (f"dev_{main}", f"dev {main}")] + [(k, k.replace("_", " ")) for k in test_keys] + [
-        ("best_epoch", "best epoch"), ("seconds", "seconds"), ("extract_seconds", "of which extraction")]
-    summary = {"task": cfg.task, "model": cfg.model, "train": train, "dev": dev, "test": test, "epochs": cfg.loop.epochs,
-               "batch_size": cfg.loop.batch_size, "lr": cfg.loop.lr, "feature_lr": feature_lr, "seed": cfg.loop.seed,
-               "tricks": TRICKS, "runs": rows, "layer_weights": layer_weights, "seconds": round(time.time() - started, 1),
-               "command": command}
-    report = Report(f"To tune or not to tune: {cfg.task} on {cfg.model}", [
-        ("text", f"Same budget for every run: {cfg.loop.epochs} epochs, batch size {cfg.loop.batch_size}, seed "
-                 f"{cfg.loop.seed}. Fine-tuning lr {cfg.loop.lr}; feature heads lr {feature_lr}. Trained on `{train}`, "
-                 f"chosen on its dev split" + (f", scored on `{test}`." if test else ".")),
-        ("text", "Tricks: slanted triangular LR (cut_frac 0.1, ratio 32), layer_lr_decay 0.95, gradual unfreezing "
-                 "(top down, one layer group at a time, all unfrozen half-way through training)."),
-        ("table", (rows, columns)),
-        ("heading", "Learning curves"), ("image", ("learning_curves.png", "learning curves")),
-    ] + ([("heading", "Scalar mix"), ("image", ("layer_weights.png", "learned layer weights"))] if layer_weights else [])
-      + ([("code", command)] if command else []))
+    columns = (
+        [("run", "run"), (f"dev_{main}", f"dev {main}")]
+        + [(k, k.replace("_", " ")) for k in test_keys]
+        + [("best_epoch", "best epoch"), ("seconds", "seconds"), ("extract_seconds", "of which extraction")]
+    )
+    summary = {
+        "task": cfg.task,
+        "model": cfg.model,
+        "train": train,
+        "dev": dev,
+        "test": test,
+        "epochs": cfg.loop.epochs,
+        "batch_size": cfg.loop.batch_size,
+        "lr": cfg.loop.lr,
+        "feature_lr": feature_lr,
+        "seed": cfg.loop.seed,
+        "tricks": TRICKS,
+        "runs": rows,
+        "layer_weights": layer_weights,
+        "seconds": round(time.time() - started, 1),
+        "command": command,
+    }
+    report = Report(
+        f"To tune or not to tune: {cfg.task} on {cfg.model}",
+        [
+            (
+                "text",
+                f"Same budget for every run: {cfg.loop.epochs} epochs, batch size {cfg.loop.batch_size}, seed "
+                f"{cfg.loop.seed}. Fine-tuning lr {cfg.loop.lr}; feature heads lr {feature_lr}. Trained on `{train}`, "
+                f"chosen on its dev split" + (f", scored on `{test}`." if test else "."),
+            ),
+            (
+                "text",
+                "Tricks: slanted triangular LR (cut_frac 0.1, ratio 32), layer_lr_decay 0.95, gradual unfreezing "
+                "(top down, one layer group at a time, all unfrozen half-way through training).",
+            ),
+            ("table", (rows, columns)),
+            ("heading", "Learning curves"),
+            ("image", ("learning_curves.png", "learning curves")),
+        ]
+        + (
+            [("heading", "Scalar mix"), ("image", ("layer_weights.png", "learned layer weights"))]
+            if layer_weights
+            else []
+        )
+        + ([("code", command)] if command else []),
+    )
     write_report(report, output, "report")
     atomic_write_json(output / "results.json", summary)
     if not keep_models:

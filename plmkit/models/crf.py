@@ -11,7 +11,6 @@ from torchcrf import CRF as _TorchCRF
 from plmkit.data.tagging import SCHEMES, check_tag, may_follow
 
 
-
 def allowed_transitions(labels: list[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bool masks (start (K,), trans (K, K) with trans[i, j] = may j follow i, end (K,)) for a tagging scheme
     (bio, bioes, bmes; none allows everything); the rules are plmkit.data.tagging.may_follow."""
@@ -33,8 +32,13 @@ def allowed_transitions(labels: list[str], scheme: str) -> tuple[torch.Tensor, t
 class CRF(torch.nn.Module):
     """Linear-chain CRF: free transitions in training (pytorch-crf), scheme constraints in decoding."""
 
-    def __init__(self, num_tags: int, start: torch.Tensor | None = None, trans: torch.Tensor | None = None,
-                 end: torch.Tensor | None = None):
+    def __init__(
+        self,
+        num_tags: int,
+        start: torch.Tensor | None = None,
+        trans: torch.Tensor | None = None,
+        end: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.num_tags = num_tags
         self.crf = _TorchCRF(num_tags, batch_first=True)
@@ -48,7 +52,7 @@ class CRF(torch.nn.Module):
         self.register_buffer("end_allowed", end.clone(), persistent=False)
 
     @classmethod
-    def from_labels(cls, labels: list[str], scheme: str = "none") -> "CRF":
+    def from_labels(cls, labels: list[str], scheme: str = "none") -> CRF:
         """A CRF over `labels` whose decoding obeys `scheme` (bio, bioes, bmes or none)."""
         return cls(len(labels), *allowed_transitions(labels, scheme))
 

@@ -82,7 +82,9 @@ class ElmoConfig(PreTrainedConfig):
             raise ValueError(f"lstm_cell_size: {self.lstm_cell_size} is below lstm_size {self.lstm_size}")
         widest = max(width for width, _ in self.char_filters)
         if self.token_encoder == "char_cnn" and widest > self.max_token_chars:
-            raise ValueError(f"char_filters: a filter {widest} wide does not fit max_token_chars {self.max_token_chars}")
+            raise ValueError(
+                f"char_filters: a filter {widest} wide does not fit max_token_chars {self.max_token_chars}"
+            )
         super().__post_init__(**kwargs)
 
     @property
@@ -254,8 +256,10 @@ class ElmoPreTrainedModel(PreTrainedModel):
         cnn = self.base_model.embeddings.char_cnn
         rows, width = cnn.token_chars.shape
         if table.shape[0] > rows or table.shape[1] != width or int(table.max()) >= config.char_vocab_size:
-            raise ValueError(f"set_char_table: a table {tuple(table.shape)} with ids up to {int(table.max())} does not fit "
-                             f"vocab_size {rows}, max_token_chars {width}, char_vocab_size {config.char_vocab_size}")
+            raise ValueError(
+                f"set_char_table: a table {tuple(table.shape)} with ids up to {int(table.max())} does not fit "
+                f"vocab_size {rows}, max_token_chars {width}, char_vocab_size {config.char_vocab_size}"
+            )
         with torch.no_grad():
             cnn.token_chars.zero_()
             cnn.token_chars[: table.shape[0]] = table.to(cnn.token_chars.device)
@@ -304,12 +308,15 @@ class ElmoModel(ElmoPreTrainedModel):
             new_bwd = layer.backward(self.dropout(bwd))[0]  # (B, T, H/2)
             fwd, bwd = (new_fwd + fwd, new_bwd + bwd) if k > 0 else (new_fwd, new_bwd)  # residual from layer 2 up
             states.append(torch.cat([fwd, reverse_within_length(bwd, lengths)], -1) * keep)  # (B, T, H)
-        out = BaseModelOutput(last_hidden_state=states[-1], hidden_states=tuple(states) if output_hidden_states else None)
+        out = BaseModelOutput(
+            last_hidden_state=states[-1], hidden_states=tuple(states) if output_hidden_states else None
+        )
         return out if _wants_dict(return_dict, self.config) else out.to_tuple()
 
 
-def bidirectional_lm_loss(next_logits: torch.Tensor, prev_logits: torch.Tensor, input_ids: torch.Tensor,
-                          attention_mask: torch.Tensor) -> torch.Tensor:
+def bidirectional_lm_loss(
+    next_logits: torch.Tensor, prev_logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """Mean of the forward loss (token t+1 from next_logits (B, T, V) at t) and the backward loss
     (token t-1 from prev_logits at t), over pairs of real positions only (right padding)."""
     pairs = attention_mask[:, 1:].bool()  # (B, T-1): t and t+1 both real
@@ -369,8 +376,11 @@ def sequence_classification_loss(config: ElmoConfig, logits: torch.Tensor, label
         else:
             config.problem_type = "multi_label_classification"
     if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1)) if config.num_labels == 1 \
+        return (
+            F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
+            if config.num_labels == 1
             else F.mse_loss(logits.float(), labels.float())
+        )
     if config.problem_type == "single_label_classification":
         return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1))
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
@@ -412,8 +422,9 @@ class ElmoForSequenceClassification(ElmoPreTrainedModel):
         return result if _wants_dict(return_dict, self.config) else result.to_tuple()
 
 
-def build_elmo(tokenizer, model_class: type[ElmoPreTrainedModel] = ElmoForLanguageModeling,
-               **config_kwargs) -> ElmoPreTrainedModel:
+def build_elmo(
+    tokenizer, model_class: type[ElmoPreTrainedModel] = ElmoForLanguageModeling, **config_kwargs
+) -> ElmoPreTrainedModel:
     """A freshly initialised ELMo for `tokenizer`: vocab_size, pad_token_id and, for
     token_encoder="char_cnn", char_vocab_size and the character table come from it."""
     vocab = tokenizer.get_vocab()

@@ -30,8 +30,9 @@ class PooledMLP(nn.Module):
 
     def __init__(self, hidden: int, n_out: int, dropout: float = 0.1):
         super().__init__()
-        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, n_out))
+        self.net = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, n_out)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
         return self.net(pool(x, mask, "mean_max"))  # (B, C)
@@ -61,8 +62,13 @@ class ESIM(nn.Module):
         self.project = nn.Linear(hidden, size)
         self.infer = nn.Sequential(nn.Linear(4 * size, size), nn.ReLU())
         self.compose = nn.LSTM(size, size // 2, batch_first=True, bidirectional=True)
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * 2 * (size // 2), size), nn.Tanh(),
-                                 nn.Dropout(dropout), nn.Linear(size, n_out))
+        self.out = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(4 * 2 * (size // 2), size),
+            nn.Tanh(),
+            nn.Dropout(dropout),
+            nn.Linear(size, n_out),
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
         h = self.project(self.dropout(x))  # (B, T, D)
@@ -100,8 +106,16 @@ class FeatureModel(nn.Module):
         return self.head.decode(emissions, mask)  # (B, U) tag ids
 
 
-def build_feature_model(kind: str, head: str, n_layers: int, hidden: int, layers: str | int, labels: list[str],
-                        scheme: str | None = None, dropout: float | None = None) -> FeatureModel:
+def build_feature_model(
+    kind: str,
+    head: str,
+    n_layers: int,
+    hidden: int,
+    layers: str | int,
+    labels: list[str],
+    scheme: str | None = None,
+    dropout: float | None = None,
+) -> FeatureModel:
     """`kind`: "sequence" (one text), "pair" or "tagging"; `head` checked against what the kind takes."""
     from plmkit.errors import ConfigError
 

@@ -51,8 +51,9 @@ def _view(module: nn.Module, **children: nn.Module | None) -> nn.Module:
     return out
 
 
-def _encoder_and_layers(model: nn.Module, option: str = "mode: partial",
-                        instead: str = "mode=finetune with freeze_layers") -> tuple[nn.Module, nn.ModuleList]:
+def _encoder_and_layers(
+    model: nn.Module, option: str = "mode: partial", instead: str = "mode=finetune with freeze_layers"
+) -> tuple[nn.Module, nn.ModuleList]:
     """(the pretrained encoder inside `model`, or `model` itself when it is one; its layers)."""
     attr = encoder_attribute(model)
     base = getattr(model, attr) if attr else model
@@ -61,8 +62,10 @@ def _encoder_and_layers(model: nn.Module, option: str = "mode: partial",
     if not isinstance(layers, nn.ModuleList) or not isinstance(getattr(base, "embeddings", None), nn.Module):
         kind = getattr(getattr(base, "config", None), "model_type", type(base).__name__)
         reason = " (its layers share one set of weights)" if kind == "albert" else ""
-        raise ConfigError(f"{option} supports encoders laid out like BERT (embeddings, encoder.layer); "
-                          f"{kind!r} is not{reason}: use {instead} instead")
+        raise ConfigError(
+            f"{option} supports encoders laid out like BERT (embeddings, encoder.layer); "
+            f"{kind!r} is not{reason}: use {instead} instead"
+        )
     return base, layers
 
 
@@ -70,11 +73,15 @@ def split(model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
     """(bottom, top) views of `model` split below layer `n` (1 <= n < number of layers)."""
     attr = encoder_attribute(model)
     if not attr:
-        raise ConfigError(f"mode: partial needs a task model with a pretrained encoder inside; {type(model).__name__} has none")
+        raise ConfigError(
+            f"mode: partial needs a task model with a pretrained encoder inside; {type(model).__name__} has none"
+        )
     base, layers = _encoder_and_layers(model)
     if not 1 <= n < len(layers):
-        raise ConfigError(f"freeze_layers: mode=partial caches the bottom N layers, N in [1, {len(layers) - 1}] "
-                          f"(the model has {len(layers)}); got {n}")
+        raise ConfigError(
+            f"freeze_layers: mode=partial caches the bottom N layers, N in [1, {len(layers) - 1}] "
+            f"(the model has {len(layers)}); got {n}"
+        )
     bottom = _view(base, encoder=_view(base.encoder, layer=layers[:n]))
     if "pooler" in bottom._modules:
         bottom._modules["pooler"] = None
@@ -93,8 +100,10 @@ def keep_bottom_layers(model: nn.Module, n: int) -> nn.Module:
     loads as an ordinary n-layer model."""
     base, layers = _encoder_and_layers(model, "keep_layers", "the whole model or freeze_layers")
     if not 1 <= n <= len(layers):
-        raise ConfigError(f"keep_layers: keeps the bottom N layers, N in [1, {len(layers)}] "
-                          f"(the model has {len(layers)}; 0 keeps all); got {n}")
+        raise ConfigError(
+            f"keep_layers: keeps the bottom N layers, N in [1, {len(layers)}] "
+            f"(the model has {len(layers)}; 0 keeps all); got {n}"
+        )
     base.encoder.layer = layers[:n]
     base.config.num_hidden_layers = n
     return model

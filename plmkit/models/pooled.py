@@ -69,10 +69,16 @@ class PooledForSequenceClassification(PreTrainedModel):
             nn.init.normal_(module.weight, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
             nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                return_dict: bool | None = None, inputs_embeds: torch.Tensor | None = None,
-                **kwargs) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if attention_mask is None:
@@ -93,13 +99,20 @@ def _without_pooler(build, *args, **kwargs) -> nn.Module:
         return build(*args, **kwargs)
 
 
-def build_pooled_classifier(source: str, pooling: str, labels_kwargs: dict, dropout: float | None = None,
-                            trust_remote_code: bool = False) -> PooledForSequenceClassification:
+def build_pooled_classifier(
+    source: str, pooling: str, labels_kwargs: dict, dropout: float | None = None, trust_remote_code: bool = False
+) -> PooledForSequenceClassification:
     """A pooled classifier on the pretrained encoder at `source`; `labels_kwargs`: num_labels, id2label, ..."""
-    encoder = _without_pooler(AutoModel.from_pretrained, source, use_safetensors=True,
-                              trust_remote_code=trust_remote_code)
-    config = PooledConfig(encoder_config=encoder.config.to_dict(), pooling=pooling, classifier_dropout=dropout,
-                          pad_token_id=encoder.config.pad_token_id, **labels_kwargs)
+    encoder = _without_pooler(
+        AutoModel.from_pretrained, source, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    config = PooledConfig(
+        encoder_config=encoder.config.to_dict(),
+        pooling=pooling,
+        classifier_dropout=dropout,
+        pad_token_id=encoder.config.pad_token_id,
+        **labels_kwargs,
+    )
     config.encoder_config = encoder.config
     return PooledForSequenceClassification(config, encoder=encoder)
 

@@ -11,7 +11,8 @@ replaced token detection (`sample_replacements`, `rtd_labels`, `rtd_loss`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +136,8 @@ def _pair_tokens(seg: dict[str, Any], specials: Layout) -> list[Token]:
 
 
 def _random_slice(pool: Sequence[dict[str, Any]], index: int, length: int, gen: torch.Generator) -> list[Token]:
-    """`length` consecutive tokens (fewer if the segment is shorter) from a random segment of pool other than pool[index]."""
+    """`length` consecutive tokens (fewer if the segment is shorter) from a random segment of pool other
+    than pool[index]."""
     if len(pool) < 2:
         raise ValueError("NSP needs a pool of at least 2 segments to draw a random B from")
     other = int(torch.randint(len(pool) - 1, (1,), generator=gen))
@@ -206,8 +208,13 @@ def pair_collate(
         else:
             a, b, pair_label = tokens, [], IGNORE_INDEX
         x, token_types, words = _pair_layout(a, b, specials)
-        x, y = corrupt(torch.tensor(x), _choose(torch.tensor(words), rate, whole_word, gen),
-                       tokenizer.mask_token_id, len(tokenizer), gen)  # (T,), (T,)
+        x, y = corrupt(
+            torch.tensor(x),
+            _choose(torch.tensor(words), rate, whole_word, gen),
+            tokenizer.mask_token_id,
+            len(tokenizer),
+            gen,
+        )  # (T,), (T,)
         ids.append(x.tolist())
         labels.append(y.tolist())
         types.append(token_types)
@@ -280,8 +287,12 @@ class SpanBoundaryHead(nn.Module):
         position_size = position_size or hidden_size
         self.position = nn.Embedding(max_span_len, position_size)
         self.mlp = nn.Sequential(
-            nn.Linear(2 * hidden_size + position_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size),
-            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size),
+            nn.Linear(2 * hidden_size + position_size, hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(hidden_size),
+            nn.Linear(hidden_size, hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(hidden_size),
         )
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

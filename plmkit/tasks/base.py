@@ -27,8 +27,9 @@ Shapes: B batch, T tokens, U units, H hidden, C classes, K tags, N items.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -7,8 +7,9 @@ family's own pooling -> dropout -> dense), so a saved directory also opens with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,13 +19,18 @@ from plmkit.errors import DataError
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Featurized, Labels, Task, collate_tokens
 
-
 SEQUENCE_HEADS = ("cls", "pool")
 
 
-def build_sequence_classifier(source: str, labels: list[str], dropout: float | None = None,
-                              trust_remote_code: bool = False, pad_token_id: int | None = None, head: str | None = None,
-                              pooling: str = "mean") -> torch.nn.Module:
+def build_sequence_classifier(
+    source: str,
+    labels: list[str],
+    dropout: float | None = None,
+    trust_remote_code: bool = False,
+    pad_token_id: int | None = None,
+    head: str | None = None,
+    pooling: str = "mean",
+) -> torch.nn.Module:
     """head `cls` (default): the family's own *ForSequenceClassification; `pool`: masked `pooling`
     (mean | max | mean_max) over the real tokens (plmkit.models.pooled)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -66,8 +72,12 @@ def read(spec: str, cfg, labelled: bool = True, *, pair: bool, label_type: str) 
             raise DataError(f"{spec}: has no text pairs; this task needs them")
         return examples
     return read_examples(
-        spec, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column if pair else None,
-        label_column=cfg.label_column if labelled else None, label_type=label_type, encoding=cfg.encoding,
+        spec,
+        text_column=cfg.text_column,
+        text_pair_column=cfg.text_pair_column if pair else None,
+        label_column=cfg.label_column if labelled else None,
+        label_type=label_type,
+        encoding=cfg.encoding,
     )
 
 
@@ -84,14 +94,19 @@ def label_ids(examples: Sequence[Example], labels: list[str], spec: str, column:
     for ex in examples:
         if ex.label not in index:
             path, _, line = ex.where.rpartition(":")
-            raise DataError(f"label {ex.label!r} was not seen in training (known: {', '.join(labels)})",
-                            path=path or spec, line=int(line) if line.isdigit() else None, field=column)
+            raise DataError(
+                f"label {ex.label!r} was not seen in training (known: {', '.join(labels)})",
+                path=path or spec,
+                line=int(line) if line.isdigit() else None,
+                field=column,
+            )
         out.append(index[ex.label])
     return out
 
 
-def featurize(examples: Sequence[Example], tokenizer, cfg, labels: Labels | None, spec: str, *,
-              label_type: str) -> Featurized:
+def featurize(
+    examples: Sequence[Example], tokenizer, cfg, labels: Labels | None, spec: str, *, label_type: str
+) -> Featurized:
     """Each text (and pair) truncated as `cfg` says; targets are class ids or floats. Classes are fitted
     on `examples` when `labels` is None (training)."""
     from plmkit.data.truncation import encode
@@ -101,13 +116,17 @@ def featurize(examples: Sequence[Example], tokenizer, cfg, labels: Labels | None
         names = sorted({str(ex.label) for ex in examples}) if label_type == "class" else []
         if label_type == "class" and len(names) < 2:
             found = f"one class ({names[0]!r})" if names else "no classes"
-            raise DataError(f"the label column has {found}; classification needs at least two",
-                            path=spec, field=cfg.label_column)
+            raise DataError(
+                f"the label column has {found}; classification needs at least two", path=spec, field=cfg.label_column
+            )
         labels = Labels(names)
     targets: list[Any] | None = None
     if labelled:
-        targets = (label_ids(examples, labels.names, spec, cfg.label_column) if label_type == "class"
-                   else [float(ex.label) for ex in examples])
+        targets = (
+            label_ids(examples, labels.names, spec, cfg.label_column)
+            if label_type == "class"
+            else [float(ex.label) for ex in examples]
+        )
     items = []
     for n, ex in enumerate(examples):
         enc = encode(tokenizer, ex.text, ex.text_pair, cfg.max_length, cfg.truncation, cfg.head_tokens)
@@ -138,8 +157,15 @@ def collate(feats: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
 
 
 def build_model(source: str, labels: Labels, cfg, tokenizer) -> torch.nn.Module:
-    return build_sequence_classifier(source, labels.names, cfg.dropout, cfg.trust_remote_code, tokenizer.pad_token_id,
-                                     head=cfg.head, pooling=cfg.pooling)
+    return build_sequence_classifier(
+        source,
+        labels.names,
+        cfg.dropout,
+        cfg.trust_remote_code,
+        tokenizer.pad_token_id,
+        head=cfg.head,
+        pooling=cfg.pooling,
+    )
 
 
 def load_model(source: str, meta: dict[str, Any]) -> torch.nn.Module:
@@ -192,10 +218,16 @@ def _rows(examples: Sequence[Example], decoded: list[dict[str, Any]]) -> list[di
 def classification_decode(data: Featurized, logits: torch.Tensor) -> list[dict[str, Any]]:
     labels = data.labels.names
     probs = logits.float().softmax(-1)  # (N, C)
-    return _rows(data.records, [
-        {"label": labels[int(p.argmax())], "probabilities": {label: round(float(v), 6) for label, v in zip(labels, p)}}
-        for p in probs
-    ])
+    return _rows(
+        data.records,
+        [
+            {
+                "label": labels[int(p.argmax())],
+                "probabilities": {label: round(float(v), 6) for label, v in zip(labels, p)},
+            }
+            for p in probs
+        ],
+    )
 
 
 def regression_loss(model, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -221,17 +253,37 @@ def regression_decode(data: Featurized, logits: torch.Tensor) -> list[dict[str, 
 
 def _task(name: str, pair: bool, label_type: str, loss, metrics, decode, main_metric: str) -> Task:
     return Task(
-        name, pair, label_type, main_metric,
-        read=partial(read, pair=pair, label_type=label_type), unlabelled=partial(unlabelled, pair=pair),
-        featurize=partial(featurize, label_type=label_type), collate=collate, build_model=build_model,
-        load_model=load_model, forward=forward, loss=loss, outputs=outputs, assemble=assemble, metrics=metrics,
-        decode=decode, feature_kind="pair" if pair else "sequence", default_head="cls", heads=SEQUENCE_HEADS,
+        name,
+        pair,
+        label_type,
+        main_metric,
+        read=partial(read, pair=pair, label_type=label_type),
+        unlabelled=partial(unlabelled, pair=pair),
+        featurize=partial(featurize, label_type=label_type),
+        collate=collate,
+        build_model=build_model,
+        load_model=load_model,
+        forward=forward,
+        loss=loss,
+        outputs=outputs,
+        assemble=assemble,
+        metrics=metrics,
+        decode=decode,
+        feature_kind="pair" if pair else "sequence",
+        default_head="cls",
+        heads=SEQUENCE_HEADS,
     )
 
 
-TASKS.add("classification", _task("classification", False, "class", classification_loss, classification_metrics,
-                                  classification_decode, "accuracy"))
-TASKS.add("pair", _task("pair", True, "class", classification_loss, classification_metrics, classification_decode,
-                        "accuracy"))
-TASKS.add("regression", _task("regression", True, "float", regression_loss, regression_metrics, regression_decode,
-                              "pearson"))
+TASKS.add(
+    "classification",
+    _task(
+        "classification", False, "class", classification_loss, classification_metrics, classification_decode, "accuracy"
+    ),
+)
+TASKS.add(
+    "pair", _task("pair", True, "class", classification_loss, classification_metrics, classification_decode, "accuracy")
+)
+TASKS.add(
+    "regression", _task("regression", True, "float", regression_loss, regression_metrics, regression_decode, "pearson")
+)

@@ -13,10 +13,11 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -87,9 +88,16 @@ def _encoder_inputs(encoder, items: Sequence[dict[str, Any]], pad_id: int, devic
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-def extract(encoder: torch.nn.Module, items: Sequence[dict[str, Any]], pad_id: int, batch_size: int = 64,
-            device: torch.device | None = None, progress: bool = False, desc: str = "extracting",
-            allocate: Callable[[tuple[int, int, int]], torch.Tensor] | None = None) -> FeatureSet:
+def extract(
+    encoder: torch.nn.Module,
+    items: Sequence[dict[str, Any]],
+    pad_id: int,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    progress: bool = False,
+    desc: str = "extracting",
+    allocate: Callable[[tuple[int, int, int]], torch.Tensor] | None = None,
+) -> FeatureSet:
     """Run the frozen encoder once over `items` ({input_ids, token_type_ids?, keep?, segments});
     keep every layer's output at the `keep` positions (all positions when absent). `allocate(shape)`
     gives the fp16 tensor (P, N+1, H) to fill (default: one in memory; a disk cache maps its file)."""
@@ -138,8 +146,9 @@ def read_cache(path: Path) -> dict[str, torch.Tensor] | None:
     return t
 
 
-def cached_features(encoder, key_model: Callable[[], str], items: Sequence[dict[str, Any]], pad_id: int, cfg: TrainConfig,
-                    desc: str) -> tuple[FeatureSet, bool]:
+def cached_features(
+    encoder, key_model: Callable[[], str], items: Sequence[dict[str, Any]], pad_id: int, cfg: TrainConfig, desc: str
+) -> tuple[FeatureSet, bool]:
     """(features, whether they came from the disk cache): extracted once, then read back. With the
     disk cache the extraction writes straight into the cache file's mapping, so neither it nor
     training holds every layer of every position in memory."""
@@ -163,8 +172,11 @@ def cached_features(encoder, key_model: Callable[[], str], items: Sequence[dict[
         mapped: dict[str, torch.Tensor] = {}
 
         def allocate(shape: tuple[int, int, int]) -> torch.Tensor:
-            specs = {"offsets": (torch.int64, (len(items) + 1,)), "values": (torch.float16, shape),
-                     "segments": (torch.int8, (shape[0],))}
+            specs = {
+                "offsets": (torch.int64, (len(items) + 1,)),
+                "values": (torch.float16, shape),
+                "segments": (torch.int8, (shape[0],)),
+            }
             mapped.update(stack.enter_context(write_mapped(path, specs, meta)))
             return mapped["values"]
 
@@ -212,18 +224,33 @@ def forward_cached(model: FeatureModel, batch: dict[str, torch.Tensor]) -> torch
 def run_head(task: Task, model: FeatureModel, store: FeatureSet, batch_size: int, device=None) -> list[Any]:
     """The task's outputs per item of `store`, in input order."""
     lengths = [store.length(i) for i in range(len(store))]
-    return run_model(model, [{"index": i} for i in range(len(store))], partial(collate_cached, store=store),
-                     forward_cached, task.outputs, batch_size, device, lengths=lengths)
+    return run_model(
+        model,
+        [{"index": i} for i in range(len(store))],
+        partial(collate_cached, store=store),
+        forward_cached,
+        task.outputs,
+        batch_size,
+        device,
+        lengths=lengths,
+    )
 
 
 # --- the mode: train, save, load ----------------------------------------------------------------------------------
 
 
-def features_plan(task: Task, source: str, tokenizer, cfg: TrainConfig, train: Featurized, dev: Featurized | None,
-                  output: Path, meta: dict[str, Any]):
+def features_plan(
+    task: Task,
+    source: str,
+    tokenizer,
+    cfg: TrainConfig,
+    train: Featurized,
+    dev: Featurized | None,
+    output: Path,
+    meta: dict[str, Any],
+):
     """Extract (or read back) every layer of the frozen encoder, then train a head on them."""
     from accelerate import PartialState
-
 
     encoder = load_encoder(source, trust_remote_code=cfg.trust_remote_code)
     encoder.requires_grad_(False)
@@ -232,28 +259,54 @@ def features_plan(task: Task, source: str, tokenizer, cfg: TrainConfig, train: F
     key_model = functools.cache(lambda: fingerprint(encoder))  # hashed once, and only for the disk cache
     pad_id = tokenizer.pad_token_id
     train_store, hit_train = cached_features(encoder, key_model, train.items, pad_id, cfg, "extracting train")
-    dev_store, hit_dev = (cached_features(encoder, key_model, dev.items, pad_id, cfg, "extracting dev")
-                          if dev is not None and dev.items else (None, True))
-    extra = {"mode": "features", "head": cfg.head, "layers": cfg.layers, "layer_weights": None, "gamma": None,
-             "extract_seconds": round(time.time() - started, 1), "cache_hit": hit_train and hit_dev}
+    dev_store, hit_dev = (
+        cached_features(encoder, key_model, dev.items, pad_id, cfg, "extracting dev")
+        if dev is not None and dev.items
+        else (None, True)
+    )
+    extra = {
+        "mode": "features",
+        "head": cfg.head,
+        "layers": cfg.layers,
+        "layer_weights": None,
+        "gamma": None,
+        "extract_seconds": round(time.time() - started, 1),
+        "cache_hit": hit_train and hit_dev,
+    }
     encoder.cpu()
 
     torch.manual_seed(cfg.loop.seed)
     labels = train.labels
-    model = build_feature_model(task.feature_kind, cfg.head, train_store.n_layers, train_store.values.shape[2],
-                                cfg.layers, labels.names, labels.scheme, cfg.dropout)
+    model = build_feature_model(
+        task.feature_kind,
+        cfg.head,
+        train_store.n_layers,
+        train_store.values.shape[2],
+        cfg.layers,
+        labels.names,
+        labels.scheme,
+        cfg.dropout,
+    )
     key = task.target_key
     items = [{"index": i, key: it[key]} for i, it in enumerate(train.items)]
     predict_dev = None
     if dev_store is not None:
         predict_dev = lambda m, device: run_head(task, m, dev_store, cfg.loop.eval_batch_size, device)  # noqa: E731
-    return Plan(model, items, [train_store.length(i) for i in range(len(train_store))],
-                partial(collate_cached, store=train_store), forward_cached,
-                save=feature_model_saver(output, encoder, tokenizer, meta, extra), predict_dev=predict_dev, extra=extra)
+    return Plan(
+        model,
+        items,
+        [train_store.length(i) for i in range(len(train_store))],
+        partial(collate_cached, store=train_store),
+        forward_cached,
+        save=feature_model_saver(output, encoder, tokenizer, meta, extra),
+        predict_dev=predict_dev,
+        extra=extra,
+    )
 
 
-def feature_model_saver(output: Path, encoder, tokenizer, meta: dict[str, Any],
-                        extra: dict[str, Any]) -> Callable[[FeatureModel, LoopState], None]:
+def feature_model_saver(
+    output: Path, encoder, tokenizer, meta: dict[str, Any], extra: dict[str, Any]
+) -> Callable[[FeatureModel, LoopState], None]:
     """The encoder and tokenizer once, then the head (head.safetensors) and plmkit.json, last, at each
     improvement; the scalar mix's weights go into `extra` too."""
     from safetensors.torch import save_file
@@ -267,8 +320,11 @@ def feature_model_saver(output: Path, encoder, tokenizer, meta: dict[str, Any],
             save_model_dir(output, encoder, tokenizer)
             saved_encoder = True
         with atomic_path(output / "head.safetensors") as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp),
-                      metadata={"format": "pt"})
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                str(tmp),
+                metadata={"format": "pt"},
+            )
         weights = model.layers.layer_weights()
         gamma = round(float(model.layers.gamma.detach()), 6) if model.layers.index is None else None
         if model.layers.index is None:
@@ -277,8 +333,10 @@ def feature_model_saver(output: Path, encoder, tokenizer, meta: dict[str, Any],
             plot_layer_weights(weights, output / "layer_weights.png", gamma=gamma)
         extra.update(layer_weights=weights, gamma=gamma)
         best = state.history[-1] if state.history else {}
-        atomic_write_json(output / "plmkit.json", meta | {"layer_weights": weights, "gamma": gamma, "dev_metrics": best,
-                                                          "history": state.history})
+        atomic_write_json(
+            output / "plmkit.json",
+            meta | {"layer_weights": weights, "gamma": gamma, "dev_metrics": best, "history": state.history},
+        )
 
     return save_best
 
@@ -292,8 +350,9 @@ def load_feature_model(source: str, task: Task, meta: dict[str, Any], tokenizer,
         raise ModelError(f"{source}: head.safetensors is missing")
     encoder = load_encoder(source)
     n_layers, hidden = encoder.config.num_hidden_layers + 1, encoder.config.hidden_size
-    model = build_feature_model(task.feature_kind, meta["head"], n_layers, hidden, meta["layers"], meta["labels"],
-                                meta["scheme"])
+    model = build_feature_model(
+        task.feature_kind, meta["head"], n_layers, hidden, meta["layers"], meta["labels"], meta["scheme"]
+    )
     model.load_state_dict(load_file(str(head_file)), strict=True)
     check_tokenizer_matches(source, tokenizer, encoder.config)
     model.eval()

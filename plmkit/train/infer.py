@@ -3,8 +3,9 @@ predicting, scoring the dev set, extracting features and caching a frozen bottom
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -25,8 +26,14 @@ def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
             m.train(flag)
 
 
-def in_sorted_batches(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence[R]], *,
-                      progress: bool = False, desc: str = "predicting") -> list[R]:
+def in_sorted_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    run: Callable[[list[int]], Sequence[R]],
+    *,
+    progress: bool = False,
+    desc: str = "predicting",
+) -> list[R]:
     """`run(indices)` over batches of item indices sorted by length (so that batches pad little),
     one result per index, returned in input order. The progress bar shows on a terminal only."""
     from tqdm.auto import tqdm
@@ -40,9 +47,17 @@ def in_sorted_batches(lengths: Sequence[int], batch_size: int, run: Callable[[li
     return out
 
 
-def run_model(model: torch.nn.Module, items: Sequence[dict[str, Any]], collate: Callable[[list], dict],
-              forward: Callable, outputs: Callable, batch_size: int, device: torch.device | None = None,
-              progress: bool = False, lengths: Sequence[int] | None = None) -> list[Any]:
+def run_model(
+    model: torch.nn.Module,
+    items: Sequence[dict[str, Any]],
+    collate: Callable[[list], dict],
+    forward: Callable,
+    outputs: Callable,
+    batch_size: int,
+    device: torch.device | None = None,
+    progress: bool = False,
+    lengths: Sequence[int] | None = None,
+) -> list[Any]:
     """The task's outputs for every item, in input order: `collate` batches the items, `forward` scores
     the batch, `outputs(model, scores, batch)` splits the scores into one output per item. `lengths`
     sort the batches (default: each item's input_ids)."""

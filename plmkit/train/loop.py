@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -95,8 +96,10 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -
         load_model(model, str(path / "model.safetensors"))
     except RuntimeError as e:  # another task, head, mode or freeze_layers than the run that wrote it
         first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))[:200]
-        raise TrainingError(f"{path}: the checkpoint does not fit this model ({first}); resume with the options "
-                            "of the run that wrote it") from None
+        raise TrainingError(
+            f"{path}: the checkpoint does not fit this model ({first}); resume with the options "
+            "of the run that wrote it"
+        ) from None
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     return LoopState(**json.loads((path / "loop_state.json").read_text()))
@@ -128,23 +131,40 @@ class Run:
 
     def out_of_budget(self) -> bool:
         cfg, state = self.cfg, self.state
-        return bool((cfg.max_steps and state.step >= cfg.max_steps) or (
-            cfg.time_budget_minutes and time.monotonic() - self.started >= 60 * cfg.time_budget_minutes))
+        return bool(
+            (cfg.max_steps and state.step >= cfg.max_steps)
+            or (cfg.time_budget_minutes and time.monotonic() - self.started >= 60 * cfg.time_budget_minutes)
+        )
 
     def checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            _save_checkpoint(self.checkpoint_path, self.accelerator.unwrap_model(self.model), self.optimizer,
-                             self.scheduler, self.state)
+            _save_checkpoint(
+                self.checkpoint_path,
+                self.accelerator.unwrap_model(self.model),
+                self.optimizer,
+                self.scheduler,
+                self.state,
+            )
 
 
 OptimizerFn = Callable[[torch.nn.Module], torch.optim.Optimizer]
 ScheduleFn = Callable[[torch.optim.Optimizer, int, Callable[[], float] | None], Any]
 
 
-def setup(model: torch.nn.Module, features: Sequence[dict[str, Any]], lengths: Sequence[int], collate: Callable,
-          cfg: LoopConfig, output_dir: Path, *, optimizer: OptimizerFn, schedule: ScheduleFn, resume: bool,
-          find_unused_parameters: bool) -> Run:
+def setup(
+    model: torch.nn.Module,
+    features: Sequence[dict[str, Any]],
+    lengths: Sequence[int],
+    collate: Callable,
+    cfg: LoopConfig,
+    output_dir: Path,
+    *,
+    optimizer: OptimizerFn,
+    schedule: ScheduleFn,
+    resume: bool,
+    find_unused_parameters: bool,
+) -> Run:
     """Accelerator, batches, optimiser and schedule, all prepared; the loop's state, from the checkpoint
     when resuming. `optimizer(model)` builds the optimiser; `schedule(optimizer, total_steps, time_fraction)`
     its learning-rate schedule."""
@@ -155,8 +175,9 @@ def setup(model: torch.nn.Module, features: Sequence[dict[str, Any]], lengths: S
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
     precision = resolve_precision(cfg.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
-                              kwargs_handlers=handlers)
+    accelerator = Accelerator(
+        mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum, kwargs_handlers=handlers
+    )
     prefer_fast_attention(model, precision, accelerator.device)
     set_seed(cfg.seed)
     dataset = EpochDataset(features)
@@ -192,8 +213,11 @@ def run_epoch(run: Run, loss_fn: LossFn, callbacks: Sequence[Callback], before_b
     batches = accelerator.skip_first_batches(run.loader, state.batches_done) if state.batches_done else run.loader
     model.train()
     bar = tqdm(
-        total=len(run.loader), initial=state.batches_done, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-        disable=not (cfg.progress and accelerator.is_local_main_process), leave=False,
+        total=len(run.loader),
+        initial=state.batches_done,
+        desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+        disable=not (cfg.progress and accelerator.is_local_main_process),
+        leave=False,
     )
     running, count = 0.0, 0
     for batch in batches:
@@ -235,8 +259,13 @@ def run_epoch(run: Run, loss_fn: LossFn, callbacks: Sequence[Callback], before_b
     bar.close()
 
 
-def end_of_epoch(run: Run, evaluate: EvalFn | None, metric: str, greater_is_better: bool,
-                 save_best: Callable[[torch.nn.Module, LoopState], None] | None) -> bool:
+def end_of_epoch(
+    run: Run,
+    evaluate: EvalFn | None,
+    metric: str,
+    greater_is_better: bool,
+    save_best: Callable[[torch.nn.Module, LoopState], None] | None,
+) -> bool:
     """Evaluate, keep the best model, checkpoint; True when early stopping ends the run."""
     accelerator, model, state, cfg = run.accelerator, run.model, run.state, run.cfg
     finished_epoch = state.batches_done >= len(run.loader)
@@ -298,8 +327,18 @@ def train_loop(
     """
     optimizer = optimizer or (lambda m: build_optimizer(m, cfg))
     schedule = schedule or (lambda opt, total, fraction: build_schedule(opt, cfg, total, fraction))
-    run = setup(model, features, lengths, collate, cfg, Path(output_dir), optimizer=optimizer, schedule=schedule,
-                resume=resume, find_unused_parameters=find_unused_parameters)
+    run = setup(
+        model,
+        features,
+        lengths,
+        collate,
+        cfg,
+        Path(output_dir),
+        optimizer=optimizer,
+        schedule=schedule,
+        resume=resume,
+        find_unused_parameters=find_unused_parameters,
+    )
     while run.state.epoch < cfg.epochs and not run.out_of_budget():
         run_epoch(run, loss_fn, callbacks, before_batch)
         if end_of_epoch(run, evaluate, metric, greater_is_better, save_best):

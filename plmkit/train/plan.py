@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -26,7 +27,6 @@ class Plan:
     before_batch: Callable[[LoopState], None] | None = None
     find_unused_parameters: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # what the mode adds to the run's summary
-
 
 
 def check_finite(model: torch.nn.Module) -> None:

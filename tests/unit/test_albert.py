@@ -22,7 +22,7 @@ from transformers import (
 
 from plmkit.models.albert import SharedAlbertConfig, albert_config, count_parameters, register
 
-V, E, H, L, HEADS, I, P = 100, 16, 32, 4, 2, 64, 64
+V, E, H, L, HEADS, FFN, P = 100, 16, 32, 4, 2, 64, 64
 MODES = ("all", "attention", "ffn", "none")
 # the AlbertLayer submodules each mode shares, as the tests expect them
 SHARED = {"all": (), "attention": ("attention",), "ffn": ("ffn", "ffn_output"), "none": ()}
@@ -30,8 +30,15 @@ SHARED = {"all": (), "attention": ("attention",), "ffn": ("ffn", "ffn_output"), 
 
 def tiny_config(sharing: str, **overrides) -> AlbertConfig:
     config = albert_config(
-        vocab_size=V, embedding_size=E, hidden_size=H, num_layers=L, num_heads=HEADS,
-        intermediate_size=I, max_position_embeddings=P, pad_token_id=0, sharing=sharing,
+        vocab_size=V,
+        embedding_size=E,
+        hidden_size=H,
+        num_layers=L,
+        num_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=P,
+        pad_token_id=0,
+        sharing=sharing,
     )
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -49,7 +56,7 @@ def expected_encoder_parameters(sharing: str) -> int:
     embeddings = V * E + P * E + 2 * E + 2 * E  # word, position, token type, LayerNorm
     mapping = linear(E, H)
     attention = 4 * linear(H, H) + 2 * H  # q, k, v, dense, LayerNorm
-    ffn = linear(H, I) + linear(I, H)
+    ffn = linear(H, FFN) + linear(FFN, H)
     layer_norm = 2 * H  # full_layer_layer_norm
     pooler = linear(H, H)
     encoder_layers = {
@@ -161,10 +168,13 @@ def test_config_round_trip(saved):
     assert AutoConfig.from_pretrained(saved["all"][1]).model_type == "albert"  # loads with plain transformers
 
 
-@pytest.mark.parametrize(("sharing", "shared", "unshared"), [
-    ("attention", "attention.query.weight", "ffn.weight"),
-    ("ffn", "ffn.weight", "attention.query.weight"),
-])
+@pytest.mark.parametrize(
+    ("sharing", "shared", "unshared"),
+    [
+        ("attention", "attention.query.weight", "ffn.weight"),
+        ("ffn", "ffn.weight", "attention.query.weight"),
+    ],
+)
 def test_optimizer_step_keeps_shared_parameters_one_tensor(saved, sharing, shared, unshared):
     model = AutoModelForPreTraining.from_pretrained(saved[sharing][1]).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -190,8 +200,13 @@ def test_safetensors_holds_each_shared_tensor_once(saved, sharing):
     def key(group: int, suffix: str) -> str:
         return f"albert.encoder.albert_layer_groups.{group}.albert_layers.0.{suffix}"
 
-    for suffix in ("attention.query.weight", "attention.LayerNorm.weight", "ffn.weight", "ffn_output.bias",
-                   "full_layer_layer_norm.weight"):
+    for suffix in (
+        "attention.query.weight",
+        "attention.LayerNorm.weight",
+        "ffn.weight",
+        "ffn_output.bias",
+        "full_layer_layer_norm.weight",
+    ):
         block = suffix.split(".")[0]
         present = {g for g in groups if key(g, suffix) in keys}
         assert present == ({0} if block in SHARED[sharing] else set(groups)), suffix

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from plmkit.config import (LoopConfig, PretrainConfig, TrainConfig, build_config, check_applicable, inapplicable,
-                           parse_overrides, to_dict, valid_keys, without_inapplicable)
+from plmkit.config import (
+    LoopConfig,
+    PretrainConfig,
+    TrainConfig,
+    build_config,
+    check_applicable,
+    inapplicable,
+    parse_overrides,
+    to_dict,
+    valid_keys,
+    without_inapplicable,
+)
 from plmkit.errors import ConfigError
 
 
@@ -133,8 +143,15 @@ def test_optional_back_to_none_by_override(tmp_path):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("epochs", "three"), ("epochs", "2.5"), ("lr", "fast"), ("progress", "maybe"), ("max_length", "1e9x"),
-     ("head_tokens", "many"), ("dropout", "high")],
+    [
+        ("epochs", "three"),
+        ("epochs", "2.5"),
+        ("lr", "fast"),
+        ("progress", "maybe"),
+        ("max_length", "1e9x"),
+        ("head_tokens", "many"),
+        ("dropout", "high"),
+    ],
 )
 def test_bad_types_name_the_key(key, value):
     with pytest.raises(ConfigError) as info:
@@ -178,7 +195,11 @@ def test_missing_yaml(tmp_path):
 
 def test_parse_overrides():
     assert parse_overrides(["lr=1e-4", " epochs = 2 ", "model=a=b", "encoding="]) == {
-        "lr": "1e-4", "epochs": "2", "model": "a=b", "encoding": ""}
+        "lr": "1e-4",
+        "epochs": "2",
+        "model": "a=b",
+        "encoding": "",
+    }
     assert parse_overrides([]) == {}
 
 
@@ -362,8 +383,12 @@ def test_literals_match_the_code_that_reads_them():
     assert values(TrainConfig, "pooling") == set(POOLINGS)
     assert values(TrainConfig, "unit_tokens") == set(UNIT_TOKENS)
     assert values(TrainConfig, "loop.schedule") == set(SCHEDULES)
-    assert values(TrainConfig, "head") == {*SEQUENCE_HEADS, *tagger.HEADS, *feature_heads.SEQUENCE_HEADS,
-                                           *feature_heads.PAIR_HEADS}
+    assert values(TrainConfig, "head") == {
+        *SEQUENCE_HEADS,
+        *tagger.HEADS,
+        *feature_heads.SEQUENCE_HEADS,
+        *feature_heads.PAIR_HEADS,
+    }
     assert values(PretrainConfig, "albert.sharing") == set(SHARING_MODES)
     assert values(PretrainConfig, "elmo.token_encoder") == set(TOKEN_ENCODERS)
     assert values(TrainConfig, "layers") == {"mix", "last"}
@@ -378,8 +403,9 @@ def test_layers_accepted_from_command_line(value, expected):
     assert got == expected and type(got) is type(expected)
 
 
-@pytest.mark.parametrize("text, expected", [("mix", "mix"), ("last", "last"), ("0", 0), ("2", 2), ('"2"', 2),
-                                             ("2.0", 2)])
+@pytest.mark.parametrize(
+    "text, expected", [("mix", "mix"), ("last", "last"), ("0", 0), ("2", 2), ('"2"', 2), ("2.0", 2)]
+)
 def test_layers_accepted_from_yaml(tmp_path, text, expected):
     got = build_config(TrainConfig, _yaml(tmp_path, f"layers: {text}\n")).layers
     assert got == expected and type(got) is type(expected)
@@ -392,8 +418,10 @@ def test_layers_rejected_from_command_line(value):
     assert str(info.value) == f"command line: layers: {value!r} is not one of: mix, last or int >= 0"
 
 
-@pytest.mark.parametrize("text, shown", [("-1", "-1"), ("2.5", "2.5"), ("true", "True"), ("middle", "'middle'"),
-                                         ("null", "None"), ("[1, 2]", "[1, 2]")])
+@pytest.mark.parametrize(
+    "text, shown",
+    [("-1", "-1"), ("2.5", "2.5"), ("true", "True"), ("middle", "'middle'"), ("null", "None"), ("[1, 2]", "[1, 2]")],
+)
 def test_layers_rejected_from_yaml_names_the_file(tmp_path, text, shown):
     path = _yaml(tmp_path, f"layers: {text}\n")
     with pytest.raises(ConfigError) as info:
@@ -414,15 +442,25 @@ def test_invalid_yaml_is_one_line_naming_file_and_line(tmp_path):
     assert message.startswith(f"{path}:3:1: not valid YAML: ") and "\n" not in message
 
 
-@pytest.mark.parametrize("overrides, tagging, message", [
-    ({"mode": "features", "head_lr": "1e-3"}, False, "head_lr: applies to mode finetune or partial, not to task "
-                                                      "classification, mode features"),
-    ({"layers": "3"}, False, "layers: applies to mode features, not to task classification, mode finetune"),
-    ({"task": "ner", "window_overlap": "8", "truncation": "tail"}, True, "truncation: applies to the text tasks"),
-    ({"window_overlap": "8"}, False, "window_overlap: applies to the tagging tasks"),
-    ({"task": "ner", "mode": "features", "bigram_buckets": "64"}, True, "bigram_buckets: applies to the tagging tasks"),
-    ({"cache_dir": "/tmp/x"}, False, "cache_dir: applies to mode features"),
-])
+@pytest.mark.parametrize(
+    "overrides, tagging, message",
+    [
+        (
+            {"mode": "features", "head_lr": "1e-3"},
+            False,
+            "head_lr: applies to mode finetune or partial, not to task classification, mode features",
+        ),
+        ({"layers": "3"}, False, "layers: applies to mode features, not to task classification, mode finetune"),
+        ({"task": "ner", "window_overlap": "8", "truncation": "tail"}, True, "truncation: applies to the text tasks"),
+        ({"window_overlap": "8"}, False, "window_overlap: applies to the tagging tasks"),
+        (
+            {"task": "ner", "mode": "features", "bigram_buckets": "64"},
+            True,
+            "bigram_buckets: applies to the tagging tasks",
+        ),
+        ({"cache_dir": "/tmp/x"}, False, "cache_dir: applies to mode features"),
+    ],
+)
 def test_an_option_that_does_nothing_here_is_an_error(overrides, tagging, message):
     cfg = build_config(TrainConfig, None, overrides)
     with pytest.raises(ConfigError, match=message):
@@ -431,18 +469,25 @@ def test_an_option_that_does_nothing_here_is_an_error(overrides, tagging, messag
 
 def test_options_under_a_switch_that_is_off_are_not_errors():
     """A recipe's sub-options stay valid when the command line turns their switch off."""
-    cfg = build_config(TrainConfig, None, {"task": "ner", "bigram_buckets": "0", "bigram_dim": "8",
-                                           "gradual_unfreeze": "false", "unfreeze_every": "10"})
+    cfg = build_config(
+        TrainConfig,
+        None,
+        {"task": "ner", "bigram_buckets": "0", "bigram_dim": "8", "gradual_unfreeze": "false", "unfreeze_every": "10"},
+    )
     check_applicable(cfg, tagging=True)
     assert inapplicable(cfg, tagging=True) == []
 
 
 def test_without_inapplicable_resets_only_what_does_nothing():
-    cfg = build_config(TrainConfig, None, {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9",
-                                           "layers": "2", "lr": "1e-2"})
+    cfg = build_config(
+        TrainConfig, None, {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9", "layers": "2", "lr": "1e-2"}
+    )
     reset = without_inapplicable(cfg, tagging=False)
     assert reset == {"head_lr": None, "layer_lr_decay": 1.0}
-    fixed = build_config(TrainConfig, None, {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9",
-                                             "layers": "2", "lr": "1e-2"} | reset)
+    fixed = build_config(
+        TrainConfig,
+        None,
+        {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9", "layers": "2", "lr": "1e-2"} | reset,
+    )
     check_applicable(fixed, tagging=False)
     assert (fixed.layers, fixed.loop.lr) == (2, 1e-2)

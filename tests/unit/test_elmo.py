@@ -15,18 +15,42 @@ from plmkit.models.elmo import (
 )
 
 PAD = 0
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"我爱北京天安门好棒赞优美差坏烂糟恨丑一二三四五六七八九十",
-         "hello", "world", "##ing", "ing", "##s", "a", "abcdefghijkl"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    *"我爱北京天安门好棒赞优美差坏烂糟恨丑一二三四五六七八九十",
+    "hello",
+    "world",
+    "##ing",
+    "ing",
+    "##s",
+    "a",
+    "abcdefghijkl",
+]
 TOKEN_IDS = {token: i for i, token in enumerate(VOCAB)}
 LSTM = 16  # lstm_size: each direction's half of hidden_size 32
 
 
 def tiny_config(token_encoder: str = "embedding", **overrides) -> ElmoConfig:
-    kwargs = dict(vocab_size=len(VOCAB), embedding_size=16, hidden_size=2 * LSTM, num_hidden_layers=2,
-                  pad_token_id=PAD, hidden_dropout_prob=0.0)
+    kwargs = dict(
+        vocab_size=len(VOCAB),
+        embedding_size=16,
+        hidden_size=2 * LSTM,
+        num_hidden_layers=2,
+        pad_token_id=PAD,
+        hidden_dropout_prob=0.0,
+    )
     if token_encoder == "char_cnn":
-        kwargs.update(token_encoder="char_cnn", char_vocab_size=char_table(TOKEN_IDS, 6)[1], char_embedding_size=8,
-                      char_filters=[[1, 8], [2, 8], [3, 16]], max_token_chars=6)
+        kwargs.update(
+            token_encoder="char_cnn",
+            char_vocab_size=char_table(TOKEN_IDS, 6)[1],
+            char_embedding_size=8,
+            char_filters=[[1, 8], [2, 8], [3, 16]],
+            max_token_chars=6,
+        )
     return ElmoConfig(**{**kwargs, **overrides})
 
 
@@ -151,7 +175,9 @@ def test_save_and_reload_through_auto_classes(tmp_path):
 
     lm = tiny(ElmoForLanguageModeling, seed=1)
     lm.save_pretrained(tmp_path / "lm")
-    assert type(AutoModelForPreTraining.from_pretrained(tmp_path / "lm", use_safetensors=True)) is ElmoForLanguageModeling
+    assert (
+        type(AutoModelForPreTraining.from_pretrained(tmp_path / "lm", use_safetensors=True)) is ElmoForLanguageModeling
+    )
     classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path / "lm", use_safetensors=True, num_labels=3)
     assert type(classifier) is ElmoForSequenceClassification
     lm_state = lm.elmo.state_dict()
@@ -189,7 +215,12 @@ def test_layer_groups_and_registration():
     assert all(".layers.1." in name for name in groups["layer.1"])
     assert {name.split(".")[0] for name in groups["head"]} == {"scalar_mix", "classifier"}
     config = tiny_config()
-    assert (config.hidden_size, config.num_hidden_layers, config.hidden_dropout_prob, config.pad_token_id) == (32, 2, 0.0, 0)
+    assert (config.hidden_size, config.num_hidden_layers, config.hidden_dropout_prob, config.pad_token_id) == (
+        32,
+        2,
+        0.0,
+        0,
+    )
     assert getattr(config, "type_vocab_size", 0) == 0
     with pytest.raises(ValueError, match="odd"):
         ElmoConfig(hidden_size=33)

@@ -44,7 +44,8 @@ def module_names(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST):
@@ -77,11 +78,13 @@ def module_imports(source: str, module: str, modules, is_package: bool = False) 
         else:
             if node.level:
                 parts = here.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else _resolve(base, modules)
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else _resolve(base, modules)
+                for alias in node.names
+            ]
         for target in targets:
             if target is not None and target != module:
                 edges.setdefault(target, []).append(node.lineno)
@@ -168,8 +171,9 @@ def cycle_path(graph: dict[str, set[str]], component: frozenset[str]) -> list[st
 
 
 def _describe(chain: list[str], lines) -> str:
-    steps = [f"    {a} imports {b} at line {', '.join(map(str, lines.get((a, b), ['?'])))}"
-             for a, b in zip(chain, chain[1:])]
+    steps = [
+        f"    {a} imports {b} at line {', '.join(map(str, lines.get((a, b), ['?'])))}" for a, b in zip(chain, chain[1:])
+    ]
     return " -> ".join(chain) + "\n" + "\n".join(steps)
 
 
@@ -179,8 +183,9 @@ def cycle_problems(graph: dict[str, set[str]], lines, known=KNOWN_CYCLES) -> str
     found = set(cycles(graph))
     message = ""
     for component in sorted(found - set(known), key=min):
-        message += (f"\nimport cycle among {', '.join(sorted(component))}:\n  "
-                    + _describe(cycle_path(graph, component), lines))
+        message += f"\nimport cycle among {', '.join(sorted(component))}:\n  " + _describe(
+            cycle_path(graph, component), lines
+        )
     for component in sorted(set(known) - found, key=min):
         message += f"\nKNOWN_CYCLES lists {sorted(component)}, no longer a cycle: drop the entry"
     return message
@@ -207,6 +212,7 @@ def layer_violations(graph: dict[str, set[str]], layers=LAYERS, cli_importers=CL
 
 # the checker itself, on small synthetic inputs, so that the real-graph tests cannot pass vacuously
 
+
 def test_cycles_are_found_on_a_synthetic_graph():
     # g imports itself: not a cycle between modules (module_imports drops such edges anyway)
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"a", "f"}, "f": {"e"}, "g": {"g"}}
@@ -220,15 +226,32 @@ def test_cycles_are_found_on_a_synthetic_graph():
 
 
 def test_layer_violations_are_found_through_other_modules():
-    graph = {"plmkit.report.plots": {"plmkit.io"}, "plmkit.io": {"plmkit.train.loop"}, "plmkit.train.loop": set(),
-             "plmkit.api": set(), "plmkit.peers": {"plmkit.cli"}, "plmkit.cli": {"plmkit.api"}}
-    assert layer_violations(graph) == [["plmkit.report.plots", "plmkit.io", "plmkit.train.loop"],
-                                       ["plmkit.peers", "plmkit.cli"]]
+    graph = {
+        "plmkit.report.plots": {"plmkit.io"},
+        "plmkit.io": {"plmkit.train.loop"},
+        "plmkit.train.loop": set(),
+        "plmkit.api": set(),
+        "plmkit.peers": {"plmkit.cli"},
+        "plmkit.cli": {"plmkit.api"},
+    }
+    assert layer_violations(graph) == [
+        ["plmkit.report.plots", "plmkit.io", "plmkit.train.loop"],
+        ["plmkit.peers", "plmkit.cli"],
+    ]
 
 
 def test_imports_are_read_inside_functions_relative_and_not_under_type_checking():
-    modules = {"plmkit", "plmkit.api", "plmkit.io", "plmkit.models", "plmkit.models.vocab", "plmkit.models.crf",
-               "plmkit.report", "plmkit.report.plots", "plmkit.config"}
+    modules = {
+        "plmkit",
+        "plmkit.api",
+        "plmkit.io",
+        "plmkit.models",
+        "plmkit.models.vocab",
+        "plmkit.models.crf",
+        "plmkit.report",
+        "plmkit.report.plots",
+        "plmkit.config",
+    }
     source = (
         "from typing import TYPE_CHECKING\n"
         "import os\n"
@@ -249,13 +272,21 @@ def test_imports_are_read_inside_functions_relative_and_not_under_type_checking(
         "    from plmkit import io\n"  # the else branch does run
     )
     edges = module_imports(source, "plmkit.models.vocab", modules)
-    assert edges == {"plmkit.api": [3], "plmkit.config": [4], "plmkit.report.plots": [5, 10],
-                     "plmkit.models.crf": [6], "plmkit": [12], "plmkit.io": [17]}
+    assert edges == {
+        "plmkit.api": [3],
+        "plmkit.config": [4],
+        "plmkit.report.plots": [5, 10],
+        "plmkit.models.crf": [6],
+        "plmkit": [12],
+        "plmkit.io": [17],
+    }
     assert module_imports("from . import vocab\n", "plmkit.models", modules, is_package=True) == {
-        "plmkit.models.vocab": [1]}
+        "plmkit.models.vocab": [1]
+    }
 
 
 # the real package
+
 
 def test_the_graph_sees_lazy_imports():
     graph, _ = import_graph()

@@ -186,7 +186,8 @@ def test_atomic_write_text_permissions_follow_umask(tmp_path):
 
 
 def test_atomic_dir_permissions_follow_umask(tmp_path):
-    """A directory swapped in by atomic_dir gets the mode of one made with mkdir: 0o777 & ~umask (mkdtemp makes 0o700)."""
+    """A directory swapped in by atomic_dir gets the mode of one made with mkdir: 0o777 & ~umask (mkdtemp
+    makes 0o700)."""
     path = tmp_path / "ckpt"
     with atomic_dir(path) as tmp:
         (tmp / "x").write_text("x")

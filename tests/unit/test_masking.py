@@ -274,7 +274,10 @@ def test_spans_are_deterministic_per_seed():
     a = choose_spans(cand, 0.15, torch.Generator().manual_seed(11))
     b = choose_spans(cand, 0.15, torch.Generator().manual_seed(11))
     assert torch.equal(a, b)
-    others = {tuple(choose_spans(cand, 0.15, torch.Generator().manual_seed(s)).nonzero().squeeze(-1).tolist()) for s in range(20)}
+    others = {
+        tuple(choose_spans(cand, 0.15, torch.Generator().manual_seed(s)).nonzero().squeeze(-1).tolist())
+        for s in range(20)
+    }
     assert len(others) == 20
 
 

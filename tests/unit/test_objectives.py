@@ -34,7 +34,8 @@ def _bert_backend():
     vocab = {"[PAD]": PAD, "[UNK]": 1, "[CLS]": CLS, "[SEP]": SEP, "[MASK]": MASK, "a": 5, "b": 6}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)])
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", CLS), ("[SEP]", SEP)]
+    )
     return backend
 
 
@@ -137,8 +138,12 @@ def test_sop_batches():
         first, second = _halves(batch, row)
         assert first and second
         swapped = int(batch["pair_labels"][row]) == 1
-        assert (second + first if swapped else first + second) == seg["ids"][:-1]  # the end of B cut for the 3rd special
-        assert int(batch["attention_mask"][row].sum()) == len(seg["ids"]) + 2  # fits wherever MLM's [CLS] seg [SEP] fits
+        assert (second + first if swapped else first + second) == seg["ids"][
+            :-1
+        ]  # the end of B cut for the 3rd special
+        assert (
+            int(batch["attention_mask"][row].sum()) == len(seg["ids"]) + 2
+        )  # fits wherever MLM's [CLS] seg [SEP] fits
     assert batch["pair_labels"].float().mean().item() == pytest.approx(0.5, abs=0.08)
 
 
@@ -219,8 +224,16 @@ def test_pair_batches_fit_max_length_with_a_real_tokenizer():
     segments = pack_corpus(lines, tokenizer, max_length=14)
     assert max(len(s["ids"]) for s in segments) == 12  # full: [CLS] seg [SEP] is 14 long
     for kind in ("nsp", "sop"):
-        batch = pair_collate(_items(segments), tokenizer=tokenizer, seed=0, rate=0.15, whole_word=False, dynamic=False,
-                             kind=kind, pool=segments)
+        batch = pair_collate(
+            _items(segments),
+            tokenizer=tokenizer,
+            seed=0,
+            rate=0.15,
+            whole_word=False,
+            dynamic=False,
+            kind=kind,
+            pool=segments,
+        )
         assert batch["input_ids"].shape[1] == 14
         originals = _originals(batch)
         assert (originals[:, 0] == tokenizer.cls_token_id).all()
@@ -231,8 +244,9 @@ def test_pair_batches_fit_max_length_with_a_real_tokenizer():
 def test_mlm_attention_mask_counts_a_replacement_equal_to_the_pad_id():
     """With a one-token vocabulary every random replacement is id 0, the pad id: still a real token."""
     segments = _segments(10)
-    batch = mlm_collate(_items(segments), tokenizer=StubTokenizer(vocab_size=1), seed=0, rate=1.0, whole_word=False,
-                        dynamic=False)
+    batch = mlm_collate(
+        _items(segments), tokenizer=StubTokenizer(vocab_size=1), seed=0, rate=1.0, whole_word=False, dynamic=False
+    )
     lengths = torch.tensor([len(s["ids"]) + 2 for s in segments])
     assert ((batch["input_ids"] == PAD) & (batch["labels"] != IGNORE_INDEX)).any()
     assert torch.equal(batch["attention_mask"].sum(1), lengths)
@@ -245,8 +259,9 @@ def _span_batch(n: int = 200, max_len: int = 10, vocab_size: int = 100_000) -> d
     segments = _segments(n, longest=120)
     if vocab_size < 1000:
         segments = [{"ids": [5 + (i % (vocab_size - 5)) for i in s["ids"]], "words": s["words"]} for s in segments]
-    return span_collate(_items(segments), tokenizer=StubTokenizer(vocab_size), seed=2, rate=0.15, dynamic=True,
-                        max_len=max_len)
+    return span_collate(
+        _items(segments), tokenizer=StubTokenizer(vocab_size), seed=2, rate=0.15, dynamic=True, max_len=max_len
+    )
 
 
 @pytest.mark.parametrize("max_len", [10, 3])
@@ -345,8 +360,12 @@ def test_rtd_loss_averages_over_real_tokens_only():
 # ---- special tokens: each family's tokenizer frames the segments ----
 
 LAYOUT_LINES = [
-    "我爱北京天安门 hello world 2024年，ＡＢＣ１２３。", "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸", "一二三四五六七八九十",
-    "好棒赞优美爱的东西", "差坏烂糟恨丑的东西", "the quick brown fox jumps over the lazy dog",
+    "我爱北京天安门 hello world 2024年，ＡＢＣ１２３。",
+    "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸",
+    "一二三四五六七八九十",
+    "好棒赞优美爱的东西",
+    "差坏烂糟恨丑的东西",
+    "the quick brown fox jumps over the lazy dog",
 ] * 4 + ["天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏闰余成岁律吕调阳云腾致雨露结为霜金生丽水玉出昆冈" * 2]
 PAIRS = [("我爱北京天安门", "hello world 2024"), ("好", "差坏烂糟"), ("the lazy dog", "一二三")]
 
@@ -381,8 +400,10 @@ def _check_frames_like_the_tokenizer(tok) -> None:
     specials = layout(tok)
     for text, text_pair in PAIRS:
         a, b = (tok(t, add_special_tokens=False)["input_ids"] for t in (text, text_pair))
-        for pair_ids, expected in [(None, tok(text, return_token_type_ids=True)),
-                                   (b, tok(text, text_pair, return_token_type_ids=True))]:
+        for pair_ids, expected in [
+            (None, tok(text, return_token_type_ids=True)),
+            (b, tok(text, text_pair, return_token_type_ids=True)),
+        ]:
             framed = specials.frame(a, pair_ids)
             assert framed["input_ids"] == expected["input_ids"]
             assert framed["token_type_ids"] == expected["token_type_ids"]
@@ -455,8 +476,16 @@ def test_another_layout_frames_every_objective_within_max_length(kind):
     segments = pack_corpus(LAYOUT_LINES, tok, max_length=14)
     assert max(len(s["ids"]) for s in segments) == 14 - specials.n_special(pair=False)
     for pair_kind in ("nsp", "sop"):
-        batch = pair_collate(_items(segments), tokenizer=tok, seed=0, rate=0.15, whole_word=False, dynamic=False,
-                             kind=pair_kind, pool=segments)
+        batch = pair_collate(
+            _items(segments),
+            tokenizer=tok,
+            seed=0,
+            rate=0.15,
+            whole_word=False,
+            dynamic=False,
+            kind=pair_kind,
+            pool=segments,
+        )
         assert batch["input_ids"].shape[1] == 14
         _check_pair_rows(batch, segments, specials, pair_kind)
     mlm = mlm_collate(_items(segments), tokenizer=tok, seed=0, rate=0.15, whole_word=False, dynamic=False)

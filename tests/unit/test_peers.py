@@ -66,7 +66,14 @@ def test_crf_tagger_learns_a_toy_task():
 
 
 def test_jieba_spans_cover_the_text():
-    texts = ["我们在北京大学读书", "今天天气很好。", "Hello world 2024年，ＡＢＣ１２３！", "a  b\tc", "。", "欧阳修写了《醉翁亭记》"]
+    texts = [
+        "我们在北京大学读书",
+        "今天天气很好。",
+        "Hello world 2024年，ＡＢＣ１２３！",
+        "a  b\tc",
+        "。",
+        "欧阳修写了《醉翁亭记》",
+    ]
     sentences = [Sentence(t, tuple((i, i + 1) for i in range(len(t)))) for t in texts]
     out = jieba_cws(sentences)
     assert set(out) >= {"pred", "seconds"} and len(out["pred"]) == len(texts)

@@ -35,11 +35,17 @@ def test_csv_quoted_comma_and_label_whitespace(tmp_path):
 
 
 def test_tsv_with_pairs(tmp_path):
-    path = write_csv(tmp_path / "a.tsv", [("今天下雨", "今天天晴", "contradiction"), ("我爱北京", "我喜欢北京", "entailment")],
-                     header=("text", "text_pair", "label"), delimiter="\t")
+    path = write_csv(
+        tmp_path / "a.tsv",
+        [("今天下雨", "今天天晴", "contradiction"), ("我爱北京", "我喜欢北京", "entailment")],
+        header=("text", "text_pair", "label"),
+        delimiter="\t",
+    )
     examples = read_examples(path, text_pair_column="text_pair")
     assert [(e.text, e.text_pair, e.label) for e in examples] == [
-        ("今天下雨", "今天天晴", "contradiction"), ("我爱北京", "我喜欢北京", "entailment")]
+        ("今天下雨", "今天天晴", "contradiction"),
+        ("我爱北京", "我喜欢北京", "entailment"),
+    ]
 
 
 def test_tsv_comma_is_not_a_separator(tmp_path):
@@ -48,8 +54,10 @@ def test_tsv_comma_is_not_a_separator(tmp_path):
 
 
 def test_jsonl_labels_kept_as_written_and_int_label_becomes_string(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "好", "label": 1}, {"text": "差", "label": "0"},
-                                               {"text": "中", "label": "neutral"}])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"text": "好", "label": 1}, {"text": "差", "label": "0"}, {"text": "中", "label": "neutral"}],
+    )
     examples = read_examples(path)
     assert [e.label for e in examples] == ["1", "0", "neutral"]
     assert all(isinstance(e.label, str) for e in examples)
@@ -58,16 +66,21 @@ def test_jsonl_labels_kept_as_written_and_int_label_becomes_string(tmp_path):
 
 def test_jsonl_with_pairs_and_blank_lines(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_text('{"text": "甲", "text_pair": "乙", "label": "x"}\n\n{"text": "丙", "text_pair": "丁", "label": "y"}\n',
-                    encoding="utf-8")
+    path.write_text(
+        '{"text": "甲", "text_pair": "乙", "label": "x"}\n\n{"text": "丙", "text_pair": "丁", "label": "y"}\n',
+        encoding="utf-8",
+    )
     examples = read_examples(path, text_pair_column="text_pair")
     assert [(e.text, e.text_pair, e.label) for e in examples] == [("甲", "乙", "x"), ("丙", "丁", "y")]
     assert examples[1].where == f"{path}:3"
 
 
 def test_configurable_column_names(tmp_path):
-    path = write_csv(tmp_path / "a.csv", [("q1", "s1", "标签一", "junk"), ("q2", "s2", "标签二", "junk")],
-                     header=("sentence1", "sentence2", "gold", "other"))
+    path = write_csv(
+        tmp_path / "a.csv",
+        [("q1", "s1", "标签一", "junk"), ("q2", "s2", "标签二", "junk")],
+        header=("sentence1", "sentence2", "gold", "other"),
+    )
     examples = read_examples(path, text_column="sentence1", text_pair_column="sentence2", label_column="gold")
     assert [(e.text, e.text_pair, e.label) for e in examples] == [("q1", "s1", "标签一"), ("q2", "s2", "标签二")]
 
@@ -95,7 +108,10 @@ def test_plain_text_unlabelled_only(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("第一行\n\n第二行\n", encoding="utf-8")
     examples = read_examples(path, label_column=None)
-    assert [(e.text, e.label, e.where) for e in examples] == [("第一行", None, f"{path}:1"), ("第二行", None, f"{path}:3")]
+    assert [(e.text, e.label, e.where) for e in examples] == [
+        ("第一行", None, f"{path}:1"),
+        ("第二行", None, f"{path}:3"),
+    ]
     message = _error(read_examples, path)  # label_column defaults to "label"
     assert str(path) in message and "plain-text" in message
     message = _error(read_examples, path, label_column=None, text_pair_column="text_pair")
@@ -203,7 +219,9 @@ def test_jsonl_null_text_is_missing(tmp_path):
 
 
 def test_jsonl_missing_pair(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "a", "text_pair": "b", "label": "x"}, {"text": "c", "label": "y"}])
+    path = write_jsonl(
+        tmp_path / "a.jsonl", [{"text": "a", "text_pair": "b", "label": "x"}, {"text": "c", "label": "y"}]
+    )
     message = _error(read_examples, path, text_pair_column="text_pair")
     assert f"{path}:2" in message and "field 'text_pair'" in message
 
@@ -232,7 +250,9 @@ def test_invalid_json_line(tmp_path):
 
 def test_json_line_not_an_object(tmp_path):
     path = tmp_path / "a.jsonl"
-    path.write_text('{"text": "好", "label": "good"}\n{"text": "好", "label": "good"}\n["差", "bad"]\n', encoding="utf-8")
+    path.write_text(
+        '{"text": "好", "label": "good"}\n{"text": "好", "label": "good"}\n["差", "bad"]\n', encoding="utf-8"
+    )
     message = _error(read_examples, path)
     assert f"{path}:3" in message and "object" in message
 

@@ -12,8 +12,15 @@ import matplotlib.image as mpimg  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from plmkit.report.plots import (best_index, layer_labels, min_max_scale, plot_by_layer,  # noqa: E402
-                                 plot_layer_weights, plot_learning_curves, plot_loss_curve)
+from plmkit.report.plots import (
+    best_index,
+    layer_labels,
+    min_max_scale,
+    plot_by_layer,  # noqa: E402
+    plot_layer_weights,
+    plot_learning_curves,
+    plot_loss_curve,
+)
 from plmkit.report.tables import Report, fmt, markdown_table, to_markdown, write_report  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -36,12 +43,17 @@ def no_open_figures():
 
 
 def _run(steps: int, epochs: int, base: float) -> dict:
-    return {"losses": [[s, base / s] for s in range(1, steps + 1)],
-            "history": [{"epoch": e, "step": e * steps // epochs, "accuracy": 0.5 + 0.1 * e, "seconds": 1.0}
-                        for e in range(1, epochs + 1)]}
+    return {
+        "losses": [[s, base / s] for s in range(1, steps + 1)],
+        "history": [
+            {"epoch": e, "step": e * steps // epochs, "accuracy": 0.5 + 0.1 * e, "seconds": 1.0}
+            for e in range(1, epochs + 1)
+        ],
+    }
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
+
 
 def test_layer_labels():
     assert layer_labels(4) == ["emb", "1", "2", "3"]
@@ -64,6 +76,7 @@ def test_min_max_scale():
 
 # -- plots ----------------------------------------------------------------------------------------
 
+
 def test_plot_layer_weights_writes_png(tmp_path):
     path = tmp_path / "weights.png"
     plot_layer_weights([0.1, 0.2, 0.3, 0.4], path, gamma=1.7)
@@ -73,8 +86,12 @@ def test_plot_layer_weights_writes_png(tmp_path):
 
 def test_plot_by_layer_writes_png_with_missing_values(tmp_path):
     path = tmp_path / "sub" / "by_layer.png"  # parents created
-    plot_by_layer({"reviews (accuracy)": [0.5, 0.7, None, 0.8], "cws (word F1)": [None, 0.6, 0.9]},
-                  path, ylabel="dev score", title="probe by layer")
+    plot_by_layer(
+        {"reviews (accuracy)": [0.5, 0.7, None, 0.8], "cws (word F1)": [None, 0.6, 0.9]},
+        path,
+        ylabel="dev score",
+        title="probe by layer",
+    )
     assert_png(path)
     assert _names(path.parent) == ["by_layer.png"]
 
@@ -83,16 +100,25 @@ def test_plot_by_layer_normalise_constant_series(tmp_path):
     path = tmp_path / "norm.png"
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # e.g. numpy's division by zero
-        plot_by_layer({"flat": [0.5, 0.5, 0.5], "rising": [0.1, None, 0.9], "empty": [None, None]},
-                      path, ylabel="ignored", title="normalised", normalise=True)
+        plot_by_layer(
+            {"flat": [0.5, 0.5, 0.5], "rising": [0.1, None, 0.9], "empty": [None, None]},
+            path,
+            ylabel="ignored",
+            title="normalised",
+            normalise=True,
+        )
     assert_png(path)
     assert _names(tmp_path) == ["norm.png"]
 
 
 def test_plot_learning_curves_runs_of_different_lengths_and_empty_losses(tmp_path):
     path = tmp_path / "curves.png"
-    runs = {"short": _run(10, 2, 2.0), "long": _run(300, 5, 3.0), "no-losses": {"losses": [], "history": []},
-            "partial-history": {"losses": [[0, 1.0]], "history": [{"epoch": 1, "accuracy": None}, {"epoch": 2}]}}
+    runs = {
+        "short": _run(10, 2, 2.0),
+        "long": _run(300, 5, 3.0),
+        "no-losses": {"losses": [], "history": []},
+        "partial-history": {"losses": [[0, 1.0]], "history": [{"epoch": 1, "accuracy": None}, {"epoch": 2}]},
+    }
     plot_learning_curves(runs, path, metric="accuracy")
     assert_png(path)
     assert _names(tmp_path) == ["curves.png"]
@@ -113,15 +139,18 @@ def test_overwrite_replaces_the_plot(tmp_path):
     assert _names(tmp_path) == ["w.png"]
 
 
-@pytest.mark.parametrize("plot", [
-    lambda p: plot_layer_weights([0.5, "heavy"], p),
-    lambda p: plot_layer_weights([], p),
-    lambda p: plot_layer_weights([0.5, float("inf")], p),
-    lambda p: plot_by_layer({"a": [0.1, "abc"]}, p, ylabel="y", title="t"),
-    lambda p: plot_by_layer({}, p, ylabel="y", title="t"),
-    lambda p: plot_learning_curves({"a": {"losses": [[1, "x"]], "history": []}}, p, metric="accuracy"),
-    lambda p: plot_learning_curves({}, p, metric="accuracy"),
-])
+@pytest.mark.parametrize(
+    "plot",
+    [
+        lambda p: plot_layer_weights([0.5, "heavy"], p),
+        lambda p: plot_layer_weights([], p),
+        lambda p: plot_layer_weights([0.5, float("inf")], p),
+        lambda p: plot_by_layer({"a": [0.1, "abc"]}, p, ylabel="y", title="t"),
+        lambda p: plot_by_layer({}, p, ylabel="y", title="t"),
+        lambda p: plot_learning_curves({"a": {"losses": [[1, "x"]], "history": []}}, p, metric="accuracy"),
+        lambda p: plot_learning_curves({}, p, metric="accuracy"),
+    ],
+)
 def test_bad_values_leave_no_file_and_keep_the_old_one(tmp_path, plot):
     fresh = tmp_path / "fresh.png"
     with pytest.raises((ValueError, TypeError)):
@@ -154,6 +183,7 @@ def test_failure_while_writing_leaves_no_temp(tmp_path):
 
 # -- tables and reports ---------------------------------------------------------------------------
 
+
 def test_fmt():
     assert fmt(None) == "–"
     assert fmt(3) == "3"
@@ -167,21 +197,23 @@ def test_fmt():
 def test_markdown_table_exact():
     rows = [{"model": "bert|wwm", "acc": 0.91234, "n": 12}, {"model": "tiny", "acc": None}]
     table = markdown_table(rows, [("model", "Model"), ("acc", "Accuracy"), ("n", "Examples")])
-    assert table == ("| Model | Accuracy | Examples |\n"
-                     "| --- | ---: | ---: |\n"
-                     "| bert\\|wwm | 0.9123 | 12 |\n"
-                     "| tiny | – | – |")
+    assert table == (
+        "| Model | Accuracy | Examples |\n| --- | ---: | ---: |\n| bert\\|wwm | 0.9123 | 12 |\n| tiny | – | – |"
+    )
 
 
 def _sample_report() -> Report:
     rows = [{"model": "a", "acc": 0.9}, {"model": "b", "acc": 0.8}, {"model": "c <d>", "acc": None}]
-    return Report(title="compare <tiny> & friends", blocks=[
-        ("heading", "Results"),
-        ("text", "Ran `plmkit compare` on <script>alert(1)</script> data.\n\nSecond paragraph with a lone ` tick."),
-        ("table", (rows, [("model", "Model"), ("acc", "Accuracy")])),
-        ("image", ("plots/by_layer.png", "accuracy by layer")),
-        ("code", "plmkit compare --config a.yaml\nx < y && ```fenced```\n"),
-    ])
+    return Report(
+        title="compare <tiny> & friends",
+        blocks=[
+            ("heading", "Results"),
+            ("text", "Ran `plmkit compare` on <script>alert(1)</script> data.\n\nSecond paragraph with a lone ` tick."),
+            ("table", (rows, [("model", "Model"), ("acc", "Accuracy")])),
+            ("image", ("plots/by_layer.png", "accuracy by layer")),
+            ("code", "plmkit compare --config a.yaml\nx < y && ```fenced```\n"),
+        ],
+    )
 
 
 def test_write_report_markdown(tmp_path):

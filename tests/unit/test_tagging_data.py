@@ -6,17 +6,27 @@ import pytest
 from conftest import write_jsonl
 
 from plmkit.data.builtin import load_tagged_builtin
-from plmkit.data.tagging import (check_sequence, detect_scheme, read_conll, read_jsonl, read_tagged, spans_to_tags,
-                                 tags_to_spans)
+from plmkit.data.tagging import (
+    check_sequence,
+    detect_scheme,
+    read_conll,
+    read_jsonl,
+    read_tagged,
+    spans_to_tags,
+    tags_to_spans,
+)
 from plmkit.errors import DataError
 from plmkit.tasks.tagging import cws_metrics, ner_metrics
 
 
-@pytest.mark.parametrize("scheme,tags,spans", [
-    ("bio", ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC"], [(0, 2, "PER"), (3, 4, "LOC"), (4, 6, "LOC")]),
-    ("bioes", ["B-PER", "I-PER", "E-PER", "O", "S-LOC", "S-LOC"], [(0, 3, "PER"), (4, 5, "LOC"), (5, 6, "LOC")]),
-    ("bmes", ["B", "M", "E", "S", "B", "E"], [(0, 3, ""), (3, 4, ""), (4, 6, "")]),
-])
+@pytest.mark.parametrize(
+    "scheme,tags,spans",
+    [
+        ("bio", ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC"], [(0, 2, "PER"), (3, 4, "LOC"), (4, 6, "LOC")]),
+        ("bioes", ["B-PER", "I-PER", "E-PER", "O", "S-LOC", "S-LOC"], [(0, 3, "PER"), (4, 5, "LOC"), (5, 6, "LOC")]),
+        ("bmes", ["B", "M", "E", "S", "B", "E"], [(0, 3, ""), (3, 4, ""), (4, 6, "")]),
+    ],
+)
 def test_tags_and_spans_round_trip(scheme, tags, spans):
     assert tags_to_spans(tags, scheme) == spans
     assert spans_to_tags(len(tags), spans, scheme) == tags
@@ -24,16 +34,19 @@ def test_tags_and_spans_round_trip(scheme, tags, spans):
     assert detect_scheme(set(tags)) == scheme
 
 
-@pytest.mark.parametrize("scheme,tags,bad", [
-    ("bio", ["O", "I-PER"], 1),
-    ("bio", ["B-PER", "I-LOC"], 1),
-    ("bio", ["I-PER"], 0),
-    ("bioes", ["B-PER", "O"], 1),
-    ("bioes", ["B-PER", "I-PER"], 1),  # never closed
-    ("bmes", ["B", "S"], 1),
-    ("bmes", ["E"], 0),
-    ("bio", ["B-PER", "X-PER"], 1),
-])
+@pytest.mark.parametrize(
+    "scheme,tags,bad",
+    [
+        ("bio", ["O", "I-PER"], 1),
+        ("bio", ["B-PER", "I-LOC"], 1),
+        ("bio", ["I-PER"], 0),
+        ("bioes", ["B-PER", "O"], 1),
+        ("bioes", ["B-PER", "I-PER"], 1),  # never closed
+        ("bmes", ["B", "S"], 1),
+        ("bmes", ["E"], 0),
+        ("bio", ["B-PER", "X-PER"], 1),
+    ],
+)
 def test_broken_sequences_are_reported_at_the_tag(scheme, tags, bad):
     found = check_sequence(tags, scheme)
     assert found is not None and found[0] == bad
@@ -41,13 +54,19 @@ def test_broken_sequences_are_reported_at_the_tag(scheme, tags, bad):
 
 def test_lenient_decoding_of_invalid_predictions():
     """A decoder's output may break the scheme; spans still come out, one per run."""
-    assert tags_to_spans(["O", "I-PER", "I-PER", "B-LOC", "I-PER"], "bio") == [(1, 3, "PER"), (3, 4, "LOC"), (4, 5, "PER")]
+    assert tags_to_spans(["O", "I-PER", "I-PER", "B-LOC", "I-PER"], "bio") == [
+        (1, 3, "PER"),
+        (3, 4, "LOC"),
+        (4, 5, "PER"),
+    ]
     assert tags_to_spans(["M", "E", "B"], "bmes") == [(0, 2, ""), (2, 3, "")]
 
 
 def test_conll_reader(tmp_path):
     p = tmp_path / "a.conll"
-    p.write_text("-DOCSTART- O\n\n江 B-PER\n泽 I-PER\n民 I-PER\n好 O\n\n\nNew B-LOC\nYork I-LOC\n2024 O\n", encoding="utf-8")
+    p.write_text(
+        "-DOCSTART- O\n\n江 B-PER\n泽 I-PER\n民 I-PER\n好 O\n\n\nNew B-LOC\nYork I-LOC\n2024 O\n", encoding="utf-8"
+    )
     sents = read_conll(p)
     assert [s.text for s in sents] == ["江泽民好", "New York 2024"]
     assert sents[1].units == ((0, 3), (4, 8), (9, 13))
@@ -64,12 +83,15 @@ def test_conll_bmes_lowercase_and_bioes(tmp_path):
     assert read_conll(q)[0].tags == ("B-LOC", "E-LOC", "O")
 
 
-@pytest.mark.parametrize("content,line,message", [
-    ("江 B-PER\n泽 I-PER\n\n好 O\n民 I-PER\n", 5, "never opened"),
-    ("江 B-PER\n泽 I-PER\n民 X I-PER\n", 3, "3 columns"),
-    ("江\n", 1, "TOKEN and TAG"),
-    ("北 B-LOC\n京 I-LOC\n\n站 S-LOC\n", 2, "never closed"),
-])
+@pytest.mark.parametrize(
+    "content,line,message",
+    [
+        ("江 B-PER\n泽 I-PER\n\n好 O\n民 I-PER\n", 5, "never opened"),
+        ("江 B-PER\n泽 I-PER\n民 X I-PER\n", 3, "3 columns"),
+        ("江\n", 1, "TOKEN and TAG"),
+        ("北 B-LOC\n京 I-LOC\n\n站 S-LOC\n", 2, "never closed"),
+    ],
+)
 def test_conll_errors_name_file_and_line(tmp_path, content, line, message):
     p = tmp_path / "bad.conll"
     p.write_text(content, encoding="utf-8")
@@ -86,14 +108,30 @@ def test_conll_without_sentences(tmp_path):
 
 
 def test_jsonl_reader_and_its_errors(tmp_path):
-    ok = write_jsonl(tmp_path / "ok.jsonl", [{"text": "江泽民在北京", "entities": [{"start": 0, "end": 3, "type": "PER", "text": "江泽民"},
-                                                                              {"start": 4, "end": 6, "label": "LOC"}]}])
+    ok = write_jsonl(
+        tmp_path / "ok.jsonl",
+        [
+            {
+                "text": "江泽民在北京",
+                "entities": [
+                    {"start": 0, "end": 3, "type": "PER", "text": "江泽民"},
+                    {"start": 4, "end": 6, "label": "LOC"},
+                ],
+            }
+        ],
+    )
     (s,) = read_tagged(ok, "ner")
     assert s.units is None and s.spans == ((0, 3, "PER"), (4, 6, "LOC"))
     cases = [
         ({"text": "江泽民", "entities": [{"start": 0, "end": 2, "type": "PER", "text": "江泽民"}]}, "cover '江泽'"),
         ({"text": "江泽民", "entities": [{"start": 1, "end": 9, "type": "PER"}]}, "outside the text"),
-        ({"text": "江泽民", "entities": [{"start": 0, "end": 2, "type": "PER"}, {"start": 1, "end": 3, "type": "PER"}]}, "overlap"),
+        (
+            {
+                "text": "江泽民",
+                "entities": [{"start": 0, "end": 2, "type": "PER"}, {"start": 1, "end": 3, "type": "PER"}],
+            },
+            "overlap",
+        ),
         ({"text": "  ", "entities": []}, "empty text"),
         ({"text": "江泽民", "entities": [{"start": "0", "end": 2, "type": "PER"}]}, "expected"),
         ({"text": "江泽民"}, "entities"),

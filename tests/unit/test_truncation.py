@@ -170,7 +170,9 @@ def test_pair_longest_first(tok):
     tokens = tok.convert_ids_to_tokens(ids)
     assert tokens == [tok.cls_token, *a[:6], tok.sep_token, *b[:7], tok.sep_token]
     assert enc["token_type_ids"] == [0] * 8 + [1] * 8
-    assert enc["offsets"] == [(0, 0)] + [(i, i + 1) for i in range(6)] + [(0, 0)] + [(i, i + 1) for i in range(7)] + [(0, 0)]
+    assert enc["offsets"] == [(0, 0)] + [(i, i + 1) for i in range(6)] + [(0, 0)] + [(i, i + 1) for i in range(7)] + [
+        (0, 0)
+    ]
     assert enc["segments"] == [0] + [1] * 6 + [0] + [2] * 7 + [0]  # which text each token is from (ESIM reads it)
     single = encode(tok, a, None, 8, "tail")
     assert single["segments"] == [0] + [1] * 6 + [0]
@@ -264,10 +266,16 @@ def test_other_layouts_fit_max_length(byte_bpe, strategy, max_length):
 def test_layout_frame_and_spread(tok):
     specials = layout(tok)
     cls, sep = tok.cls_token_id, tok.sep_token_id
-    assert specials.frame([7, 8]) == {"input_ids": [cls, 7, 8, sep], "token_type_ids": [0] * 4,
-                                      "segments": [0, 1, 1, 0]}
+    assert specials.frame([7, 8]) == {
+        "input_ids": [cls, 7, 8, sep],
+        "token_type_ids": [0] * 4,
+        "segments": [0, 1, 1, 0],
+    }
     framed = specials.frame([7], [8, 9])
-    assert framed == {"input_ids": [cls, 7, sep, 8, 9, sep], "token_type_ids": [0, 0, 0, 1, 1, 1],
-                      "segments": [0, 1, 0, 2, 2, 0]}
+    assert framed == {
+        "input_ids": [cls, 7, sep, 8, 9, sep],
+        "token_type_ids": [0, 0, 0, 1, 1, 1],
+        "segments": [0, 1, 0, 2, 2, 0],
+    }
     assert spread(framed["segments"], ["a"], ["b", "c"], "-") == ["-", "a", "-", "b", "c", "-"]
     assert (specials.n_special(pair=False), specials.n_special(pair=True)) == (2, 3)
