@@ -53,22 +53,26 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--show", type=int, default=20)
     args = p.parse_args(argv)
 
-    from plmkit.train.tagging import _tag, load_trained
+    from plmkit.train.run import load, predictions
 
     train = load_tagged_builtin("builtin:peoples-daily-cws")
     test = load_tagged_builtin("builtin:peoples-daily-cws:test")
     vocab = collections.Counter(s.text[a:b] for s in train for a, b in char_words(s, s.tags))
     gold = [char_words(s, s.tags) for s in test]
-    _, pred = _tag(load_trained(args.model), test, 64)  # as `plmkit evaluate` tags: one unit a character
+    _, pred = predictions(load(args.model), test)  # as `plmkit evaluate` tags: one unit a character
     result = {"model": breakdown(test, gold, [char_words(s, tags) for s, tags in zip(test, pred)], vocab, args.show)}
     if args.peer:
         from plmkit.peers import crf_tagger
 
         crf = crf_tagger(train, test)
-        result["peer_crfsuite"] = breakdown(test, gold, [char_words(s, t) for s, t in zip(test, crf["pred"])], vocab, args.show)
+        result["peer_crfsuite"] = breakdown(
+            test, gold, [char_words(s, t) for s, t in zip(test, crf["pred"])], vocab, args.show
+        )
     for name, row in result.items():
-        print(f"{name:<14} F1 {row['f1']:.4f}  in-vocabulary recall {row['iv_recall']:.4f} ({row['iv_words']} words)  "
-              f"out-of-vocabulary recall {row['oov_recall']:.4f} ({row['oov_words']})")
+        print(
+            f"{name:<14} F1 {row['f1']:.4f}  in-vocabulary recall {row['iv_recall']:.4f} ({row['iv_words']} words)  "
+            f"out-of-vocabulary recall {row['oov_recall']:.4f} ({row['oov_words']})"
+        )
         print("  most missed:", " ".join(f"{w}×{n}" for w, n in row["most_missed"]))
     print(json.dumps(result, ensure_ascii=False))
     return result

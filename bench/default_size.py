@@ -32,16 +32,26 @@ def main(argv: list[str]) -> list[dict]:
         log = json.loads((Path(d) / "pretrain_log.json").read_text())
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
-            out = api.train("builtin:reviews", Path(tmp) / "m", config=api.CONFIGS / "demo.yaml",
-                            overrides={**overrides, "model": d})
+            out = api.train(
+                "builtin:reviews",
+                Path(tmp) / "m",
+                config=api.CONFIGS / "demo.yaml",
+                overrides={**overrides, "model": d},
+            )
             seconds = time.time() - started
-        rows.append({
-            "model": d, "parameters": log["parameters"], "hidden_size": log["config"]["hidden_size"],
-            "num_layers": log["config"]["num_layers"], "pretrain_seconds": log["seconds"],
-            "pretrain_steps": log["history"][-1]["step"] if log["history"] else None,
-            "pretrain_dev_loss": min(h["dev_loss"] for h in log["history"]) if log["history"] else None,
-            "finetune_seconds": round(seconds, 1), "dev_accuracy": out["dev_metrics"].get("dev_accuracy"),
-        })
+        rows.append(
+            {
+                "model": d,
+                "parameters": log["parameters"],
+                "hidden_size": log["config"]["hidden_size"],
+                "num_layers": log["config"]["num_layers"],
+                "pretrain_seconds": log["seconds"],
+                "pretrain_steps": log["history"][-1]["step"] if log["history"] else None,
+                "pretrain_dev_loss": min(h["dev_loss"] for h in log["history"]) if log["history"] else None,
+                "finetune_seconds": round(seconds, 1),
+                "dev_accuracy": out["dev_metrics"].get("dev_accuracy"),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows))
     return rows

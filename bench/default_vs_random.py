@@ -33,13 +33,20 @@ def main(argv: list[str]) -> dict:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="plmkit-bench-") as tmp:
         torch.manual_seed(42)
-        save_model_dir(Path(tmp) / "random", BertForMaskedLM(AutoConfig.from_pretrained(source)), load_tokenizer(source))
+        save_model_dir(
+            Path(tmp) / "random", BertForMaskedLM(AutoConfig.from_pretrained(source)), load_tokenizer(source)
+        )
         for name, model in (("default-zh", "default-zh"), ("random init", str(Path(tmp) / "random"))):
             started, out = time.time(), Path(tmp) / f"tuned-{len(rows)}"
-            result = api.train("builtin:reviews", out, config=api.CONFIGS / "demo.yaml", overrides=overrides | {"model": model})
+            result = api.train(
+                "builtin:reviews", out, config=api.CONFIGS / "demo.yaml", overrides=overrides | {"model": model}
+            )
             test = api.evaluate(out, "builtin:reviews:test")
-            rows[name] = {"dev_accuracy": round(result["dev_metrics"]["dev_accuracy"], 4),
-                          "test_accuracy": round(test["accuracy"], 4), "seconds": round(time.time() - started, 1)}
+            rows[name] = {
+                "dev_accuracy": round(result["dev_metrics"]["dev_accuracy"], 4),
+                "test_accuracy": round(test["accuracy"], 4),
+                "seconds": round(time.time() - started, 1),
+            }
             print(name, rows[name], flush=True)
     return rows
 

@@ -29,9 +29,13 @@ def _run(train: str, out: Path, recipe: Path, overrides: dict, test: str | None)
     seconds = round(time.time() - started, 1)
     scores = api.evaluate(out, test) if test else {}
     history = result["history"]
-    return {"seconds": seconds, "extract_seconds": result.get("extract_seconds"),
-            "epoch_seconds": [round(b["seconds"] - a, 2) for a, b in zip([0.0] + [h["seconds"] for h in history], history)],
-            "dev": result["dev_metrics"], "test": {k: v for k, v in scores.items() if isinstance(v, float)}}
+    return {
+        "seconds": seconds,
+        "extract_seconds": result.get("extract_seconds"),
+        "epoch_seconds": [round(b["seconds"] - a, 2) for a, b in zip([0.0] + [h["seconds"] for h in history], history)],
+        "dev": result["dev_metrics"],
+        "test": {k: v for k, v in scores.items() if isinstance(v, float)},
+    }
 
 
 def main(argv: list[str]) -> dict:
@@ -48,18 +52,32 @@ def main(argv: list[str]) -> dict:
     test = ":".join(args.train.split(":")[:2]) + ":test" if args.train.startswith("builtin:") else None
     import plmkit.tasks.classification  # noqa: F401
     import plmkit.tasks.tagging  # noqa: F401
-    from plmkit.train.features import default_head
+    from plmkit.models.feature_heads import DEFAULT_HEADS
 
-    features = shared | {"mode": "features", "feature_cache": "memory", "lr": args.feature_lr, "warmup_ratio": 0.0,
-                         "head": default_head(TASKS.get(args.task))}
+    features = shared | {
+        "mode": "features",
+        "feature_cache": "memory",
+        "lr": args.feature_lr,
+        "warmup_ratio": 0.0,
+        "head": DEFAULT_HEADS[TASKS.get(args.task).feature_kind],
+    }
     with tempfile.TemporaryDirectory(prefix="plmkit-bench-") as tmp:
         fine = _run(args.train, Path(tmp) / "finetune", recipe, shared, test)
         print(f"fine-tuning, {args.epochs} epochs: {fine['seconds']}s  dev {fine['dev']}", flush=True)
         feat = _run(args.train, Path(tmp) / "features", recipe, features, test)
-        print(f"features, {args.epochs} epochs: {feat['seconds']}s (extraction {feat['extract_seconds']}s)  dev {feat['dev']}",
-              flush=True)
-    result = {"task": args.task, "train": args.train, "epochs": args.epochs, "finetune": fine, "features": feat,
-              "speedup": round(fine["seconds"] / feat["seconds"], 2)}
+        print(
+            f"features, {args.epochs} epochs: {feat['seconds']}s (extraction {feat['extract_seconds']}s)  "
+            f"dev {feat['dev']}",
+            flush=True,
+        )
+    result = {
+        "task": args.task,
+        "train": args.train,
+        "epochs": args.epochs,
+        "finetune": fine,
+        "features": feat,
+        "speedup": round(fine["seconds"] / feat["seconds"], 2),
+    }
     print(json.dumps(result, ensure_ascii=False))
     return result
 

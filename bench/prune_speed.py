@@ -25,8 +25,8 @@ import torch
 
 from plmkit import api
 from plmkit.cli import quiet_libraries
-from plmkit.data.builtin import load_builtin
 from plmkit.config import LoopConfig
+from plmkit.data.builtin import load_builtin
 from plmkit.models.encoders import resolve_model
 from plmkit.train.loop import prefer_fast_attention, resolve_precision
 from plmkit.train.optim import build_optimizer
@@ -64,19 +64,27 @@ def main(argv: list[str]) -> dict:
     result = {"precision": precision, "cpu": _cpu(), "forms": {}}
     with tempfile.TemporaryDirectory(prefix="plmkit-prune-") as tmp:
         corpus_dir = f"{tmp}/e5-small-corpus"
-        pruned = api.prune_vocab("e5-small-full", corpus_dir, corpus=["builtin:default"], check=["builtin:reviews:test"])
-        script = api.prune_vocab("e5-small-full", f"{tmp}/script", keep="cjk,ascii,punct", check=["builtin:reviews:test"])
-        forms = {"e5-small-full": (resolve_model("e5-small-full"), None),
-                 "e5-small (cjk,ascii,punct)": (resolve_model("e5-small"), script),
-                 "corpus pieces (builtin:default)": (corpus_dir, pruned)}
+        pruned = api.prune_vocab(
+            "e5-small-full", corpus_dir, corpus=["builtin:default"], check=["builtin:reviews:test"]
+        )
+        script = api.prune_vocab(
+            "e5-small-full", f"{tmp}/script", keep="cjk,ascii,punct", check=["builtin:reviews:test"]
+        )
+        forms = {
+            "e5-small-full": (resolve_model("e5-small-full"), None),
+            "e5-small (cjk,ascii,punct)": (resolve_model("e5-small"), script),
+            "corpus pieces (builtin:default)": (corpus_dir, pruned),
+        }
         for name, (path, report) in forms.items():
             seconds = step_seconds(str(path), texts, args.steps, precision)
-            row = {"parameters": (report or script)["parameters_before" if report is None else "parameters_after"],
-                   "pieces": (report or script)["before" if report is None else "kept"],
-                   "test_tokens_changed": 0.0 if report is None else round(report["changed_share"], 5),
-                   "test_reviews_changed": 0 if report is None else report["changed_texts"],
-                   "test_tokens_unknown": 0.0 if report is None else round(report["unknown_share"], 5),
-                   "step_seconds": round(seconds, 3)}
+            row = {
+                "parameters": (report or script)["parameters_before" if report is None else "parameters_after"],
+                "pieces": (report or script)["before" if report is None else "kept"],
+                "test_tokens_changed": 0.0 if report is None else round(report["changed_share"], 5),
+                "test_reviews_changed": 0 if report is None else report["changed_texts"],
+                "test_tokens_unknown": 0.0 if report is None else round(report["unknown_share"], 5),
+                "step_seconds": round(seconds, 3),
+            }
             result["forms"][name] = row
             print(f"{name:<34} {row['parameters']:>12,} parameters  {row['step_seconds']:.3f} s a step", flush=True)
     full = result["forms"]["e5-small-full"]["step_seconds"]

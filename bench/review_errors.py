@@ -21,7 +21,7 @@ import numpy as np
 from plmkit.cli import quiet_libraries
 from plmkit.data.builtin import load_builtin
 from plmkit.data.examples import Example
-from plmkit.train.finetune import predict
+from plmkit.train.run import predict
 
 
 def peer_probabilities(splits: dict, positive: str) -> tuple[dict[str, np.ndarray], float]:
@@ -55,13 +55,22 @@ def main(argv: list[str]) -> dict:
     result: dict = {"model": args.model, "peer_C": c}
     for s in ("dev", "test"):
         gold = np.array([ex.label == positive for ex in splits[s]])
-        ours = np.array([r["probabilities"][positive] for r in predict(args.model, [Example(text=ex.text) for ex in splits[s]])])
-        row = {f"ensemble_{w}": round(float(((w * ours + (1 - w) * peer[s] > 0.5) == gold).mean()), 4)
-               for w in (0.3, 0.5, 0.7)}
+        ours = np.array(
+            [r["probabilities"][positive] for r in predict(args.model, [Example(text=ex.text) for ex in splits[s]])]
+        )
+        row = {
+            f"ensemble_{w}": round(float(((w * ours + (1 - w) * peer[s] > 0.5) == gold).mean()), 4)
+            for w in (0.3, 0.5, 0.7)
+        }
         ours_wrong, peer_wrong = (ours > 0.5) != gold, (peer[s] > 0.5) != gold
-        row |= {"model": round(float(1 - ours_wrong.mean()), 4), "peer": round(float(1 - peer_wrong.mean()), 4),
-                "examples": len(gold), "model_wrong": int(ours_wrong.sum()), "peer_wrong": int(peer_wrong.sum()),
-                "both_wrong": int((ours_wrong & peer_wrong).sum())}
+        row |= {
+            "model": round(float(1 - ours_wrong.mean()), 4),
+            "peer": round(float(1 - peer_wrong.mean()), 4),
+            "examples": len(gold),
+            "model_wrong": int(ours_wrong.sum()),
+            "peer_wrong": int(peer_wrong.sum()),
+            "both_wrong": int((ours_wrong & peer_wrong).sum()),
+        }
         result[s] = row
         print(s, json.dumps(row), flush=True)
         if s == "test":

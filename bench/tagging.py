@@ -32,8 +32,12 @@ from plmkit.tasks.tagging import ner_metrics, span_scores
 
 def _ours(task: str, head: str, out: Path, overrides: dict) -> dict:
     started = time.time()
-    trained = api.train(f"builtin:peoples-daily-{task}", out / f"{task}-{head}", config=api.CONFIGS / f"{task}.yaml",
-                        overrides=overrides | {"head": head})
+    trained = api.train(
+        f"builtin:peoples-daily-{task}",
+        out / f"{task}-{head}",
+        config=api.CONFIGS / f"{task}.yaml",
+        overrides=overrides | {"head": head},
+    )
     test = api.evaluate(out / f"{task}-{head}", f"builtin:peoples-daily-{task}:test")
     row = {k: round(v, 4) if isinstance(v, float) else v for k, v in test.items() if k != "sentences"}
     row |= {"dev_f1": round(trained["dev_metrics"]["dev_f1"], 4), "seconds": round(time.time() - started, 1)}
@@ -56,37 +60,56 @@ def main(argv: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="plmkit-bench-") as tmp:
         out = Path(args.output or tmp)
         if args.ner_heads:
-            train, test = load_tagged_builtin("builtin:peoples-daily-ner"), load_tagged_builtin("builtin:peoples-daily-ner:test")
+            train, test = (
+                load_tagged_builtin("builtin:peoples-daily-ner"),
+                load_tagged_builtin("builtin:peoples-daily-ner:test"),
+            )
             peer = crf_tagger(train, test)
             scores = ner_metrics([s.tags for s in test], peer["pred"], "bio")
-            result["ner"]["peer_crfsuite"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()} | {
-                "seconds": round(peer["seconds"], 1)}
+            result["ner"]["peer_crfsuite"] = {
+                k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()
+            } | {"seconds": round(peer["seconds"], 1)}
             print(f"ner peer CRFsuite (char n-grams) test F1 {scores['f1']:.4f}  ({peer['seconds']:.0f}s)", flush=True)
             if not args.no_lac:
                 lac = lac_tagger(test)
                 gold = [set(tags_to_spans(s.tags, "bio")) for s in test]
                 row = span_scores(gold, [set(e) for e in lac["entities"]])
-                result["ner"]["peer_lac_off_the_shelf"] = {k: round(v, 4) for k, v in row.items()} | {"seconds": lac["seconds"]}
+                result["ner"]["peer_lac_off_the_shelf"] = {k: round(v, 4) for k, v in row.items()} | {
+                    "seconds": lac["seconds"]
+                }
                 print(f"ner peer LAC (off the shelf) test F1 {row['f1']:.4f}  ({lac['seconds']:.0f}s)", flush=True)
             for head in args.ner_heads:
                 result["ner"][head] = _ours("ner", head, out, overrides)
         if args.cws_heads:
-            train, test = load_tagged_builtin("builtin:peoples-daily-cws"), load_tagged_builtin("builtin:peoples-daily-cws:test")
+            train, test = (
+                load_tagged_builtin("builtin:peoples-daily-cws"),
+                load_tagged_builtin("builtin:peoples-daily-cws:test"),
+            )
             gold = [{(a, b) for a, b, _ in tags_to_spans(s.tags, "bmes")} for s in test]
             crf = crf_tagger(train, test)
             pred = [{(a, b) for a, b, _ in tags_to_spans(tags, "bmes")} for tags in crf["pred"]]
             result["cws"]["peer_crfsuite"] = {k: round(v, 4) for k, v in span_scores(gold, pred).items()} | {
-                "seconds": crf["seconds"]}
-            print(f"cws peer CRFsuite (char n-grams, same split) test F1 {result['cws']['peer_crfsuite']['f1']:.4f}  "
-                  f"({crf['seconds']:.0f}s)", flush=True)
+                "seconds": crf["seconds"]
+            }
+            print(
+                f"cws peer CRFsuite (char n-grams, same split) test F1 {result['cws']['peer_crfsuite']['f1']:.4f}  "
+                f"({crf['seconds']:.0f}s)",
+                flush=True,
+            )
             peer = jieba_cws(test)
             scores = span_scores(gold, [set(p) for p in peer["pred"]])
-            result["cws"]["peer_jieba"] = {k: round(v, 4) for k, v in scores.items()} | {"seconds": round(peer["seconds"], 1)}
-            print(f"cws peer jieba (default dictionary) test F1 {scores['f1']:.4f}  ({peer['seconds']:.1f}s)", flush=True)
+            result["cws"]["peer_jieba"] = {k: round(v, 4) for k, v in scores.items()} | {
+                "seconds": round(peer["seconds"], 1)
+            }
+            print(
+                f"cws peer jieba (default dictionary) test F1 {scores['f1']:.4f}  ({peer['seconds']:.1f}s)", flush=True
+            )
             if not args.no_lac:
                 lac = lac_tagger(test)
                 row = span_scores(gold, [set(w) for w in lac["words"]])
-                result["cws"]["peer_lac_off_the_shelf"] = {k: round(v, 4) for k, v in row.items()} | {"seconds": lac["seconds"]}
+                result["cws"]["peer_lac_off_the_shelf"] = {k: round(v, 4) for k, v in row.items()} | {
+                    "seconds": lac["seconds"]
+                }
                 print(f"cws peer LAC (off the shelf) test F1 {row['f1']:.4f}  ({lac['seconds']:.0f}s)", flush=True)
             for head in args.cws_heads:
                 result["cws"][head] = _ours("cws", head, out, overrides)

@@ -1,4 +1,4 @@
-"""The public API. The CLI only parses arguments and calls these functions."""
+"""The public API. The CLI only parses arguments and calls these functions (or those of plmkit.experiments)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from plmkit.config import PretrainConfig, TrainConfig, build_config
 from plmkit.data.examples import Example
@@ -23,8 +24,15 @@ DEMO_SENTENCES = [
 ]
 
 
-def pretrain(corpus: Sequence[str], output: str | Path, *, config: str | Path | None = None,
-             overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None) -> dict:
+def pretrain(
+    corpus: Sequence[str],
+    output: str | Path,
+    *,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    command: str | None = None,
+) -> dict:
     """Pretrain an encoder on `corpus` (text files or builtin:default); see plmkit.pretrain.run."""
     from plmkit.pretrain.run import pretrain as run
 
@@ -49,77 +57,50 @@ def _texts(specs: Sequence[str]) -> list[str]:
     return texts
 
 
-def prune_vocab(model: str, output: str | Path, *, corpus: Sequence[str] = (), keep: str | None = None,
-                check: Sequence[str] = ()) -> dict[str, Any]:
+def prune_vocab(
+    model: str, output: str | Path, *, corpus: Sequence[str] = (), keep: str | None = None, check: Sequence[str] = ()
+) -> dict[str, Any]:
     """Keep the vocabulary pieces `corpus` uses and/or those of the scripts in `keep` (e.g. "cjk,ascii,punct");
     report what share of the `check` texts' tokens (default: the corpus) would change or become unknown."""
+    from plmkit.models.encoders import resolve_model
     from plmkit.models.vocab import prune_vocab as run
 
-    report = run(model, output, corpus=_texts(corpus), scripts=keep or (), check=_texts(check))
+    report = run(
+        resolve_model(model), output, corpus=_texts(corpus), scripts=keep or (), check=_texts(check), name=model
+    )
     return report.as_dict() | {"output": str(output)}
 
 
-def _runner(task: str, mode: str = "finetune"):
-    """The module that trains, evaluates and predicts for a task of this kind, in this mode."""
-    import plmkit.tasks.classification  # noqa: F401  (each registers its tasks)
-    import plmkit.tasks.tagging  # noqa: F401
-    from plmkit.errors import ConfigError
-    from plmkit.registry import TASKS
-
-    kind = TASKS.get(task).kind
-    if mode == "features":
-        import plmkit.train.features as runner
-    elif mode not in ("finetune", "partial"):
-        raise ConfigError(f"mode: unknown {mode!r}; known: finetune, partial, features")
-    elif kind == "tagging":
-        import plmkit.train.tagging as runner
-    else:
-        import plmkit.train.finetune as runner
-    return runner
-
-
-def _model_runner(model: str | Path):
-    """The runner of a directory that `train` wrote, by its plmkit.json."""
-    from plmkit.errors import ModelError
-    from plmkit.models.encoders import read_plmkit_meta, resolve_model
-
-    source = resolve_model(str(model))
-    meta = read_plmkit_meta(source)
-    if meta is None:
-        raise ModelError(f"{source}: no plmkit.json; it is not a model that plmkit train saved")
-    return _runner(meta["task"], meta.get("mode", "finetune"))
-
-
-def train(train_data: str, output: str | Path, *, dev: str | None = None, config: str | Path | None = None,
-          overrides: dict[str, Any] | None = None, resume: bool = False, command: str | None = None,
-          callbacks: Sequence[Callable] = ()) -> dict:
+def train(
+    train_data: str,
+    output: str | Path,
+    *,
+    dev: str | None = None,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    callbacks: Sequence[Callable] = (),
+) -> dict:
     """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
-    cfg = build_config(TrainConfig, config, overrides)
-    return _runner(cfg.task, cfg.mode).train(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
+    from plmkit.train.run import train as run
 
-
-def probe_layers(task: str, model: str, data: str, output: str | Path, *, dev: str | None = None,
-                 config: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                 command: str | None = None) -> dict[str, Any]:
-    """An identical probe on each layer's frozen output; see plmkit.report.probe."""
-    from plmkit.report.probe import probe_layers as run
-
-    return run(task, model, data, output, dev=dev, config=config, overrides=overrides, command=command)
-
-
-def compare(task: str, model: str, train: str, output: str | Path, *, dev: str | None = None, test: str | None = None,
-            config: str | Path | None = None, overrides: dict[str, Any] | None = None, feature_lr: float = 1e-3,
-            keep_models: bool = False, command: str | None = None, partial_freeze: int | None = None) -> dict[str, Any]:
-    """Feature extraction against partial and full fine-tuning on one budget; see plmkit.report.compare."""
-    from plmkit.report.compare import compare as run
-
-    return run(task, model, train, output, dev=dev, test=test, config=config, overrides=overrides,
-               feature_lr=feature_lr, keep_models=keep_models, command=command, partial_freeze=partial_freeze)
+    return run(
+        train_data,
+        output,
+        build_config(TrainConfig, config, overrides),
+        dev_spec=dev,
+        resume=resume,
+        command=command,
+        callbacks=callbacks,
+    )
 
 
 def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:
     """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
-    return _model_runner(model).evaluate(model, data, encoding=encoding)
+    from plmkit.train.run import evaluate as run
+
+    return run(model, data, encoding=encoding)
 
 
 def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
@@ -138,8 +119,13 @@ def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, 
         if not examples:
             raise DataError("no input", path="<stdin>")
         return examples
-    return read_examples(path, text_column=text_column, text_pair_column=pair_column if pair else None,
-                         label_column=None, encoding=encoding)
+    return read_examples(
+        path,
+        text_column=text_column,
+        text_pair_column=pair_column if pair else None,
+        label_column=None,
+        encoding=encoding,
+    )
 
 
 def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
@@ -163,57 +149,84 @@ def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
             raise DataError("unknown output type; use .jsonl or .csv", path=str(output))
 
 
-def predict(model: str | Path, *, input: str | None = None, text: str | None = None, text_pair: str | None = None,
-            output: str | Path | None = None, encoding: str | None = None) -> list[dict[str, Any]]:
+def predict(
+    model: str | Path,
+    *,
+    input: str | None = None,
+    text: str | None = None,
+    text_pair: str | None = None,
+    output: str | Path | None = None,
+    encoding: str | None = None,
+) -> list[dict[str, Any]]:
     """Predict for a file, standard input (`-`) or one text; rows in input order, written to `output` when given."""
-    runner = _model_runner(model)
-    loaded = runner.load_trained(model)
-    _, _, task, meta = loaded
+    from plmkit.train.run import load
+    from plmkit.train.run import predict as run
+
+    loaded = load(model)
     if text is not None:
         if not text.strip():
             raise DataError("--text is empty")
         examples = [Example(text=text, text_pair=text_pair)]
     else:
-        examples = _read_predict_input(input, task.pair, encoding or "utf-8", meta.get("text_column", "text"),
-                                       meta.get("text_pair_column", "text_pair"))
-    if task.kind == "tagging":
-        rows = runner.predict(model, [ex.text for ex in examples], loaded=loaded)
-    else:
-        rows = runner.predict(model, examples, loaded=loaded)
+        examples = _read_predict_input(
+            input,
+            loaded.task.pair,
+            encoding or "utf-8",
+            loaded.meta.get("text_column", "text"),
+            loaded.meta.get("text_pair_column", "text_pair"),
+        )
+    rows = run(model, examples, loaded=loaded)
     if output is not None:
         write_predictions(rows, output)
     return rows
 
 
-def demo(output: str | Path | None = None, overrides: dict[str, Any] | None = None,
-         config: str | Path | None = None) -> dict[str, Any]:
+def demo(
+    output: str | Path | None = None, overrides: dict[str, Any] | None = None, config: str | Path | None = None
+) -> dict[str, Any]:
     """Fine-tune the recommended Chinese encoder (the recipe's model, e5-small) on review sentiment, beside a
     TF-IDF + logistic regression peer measured on the same split in the same run. `config`: another
     recipe than configs/demo.yaml."""
     from plmkit.data.builtin import load_builtin
     from plmkit.peers import tfidf_logreg
-    from plmkit.train.finetune import predict as predict_examples
+    from plmkit.registry import TASKS
+    from plmkit.train.run import predict as predict_examples
+    from plmkit.train.run import tasks
 
     started = time.time()
     recipe = Path(config) if config else CONFIGS / "demo.yaml"
     cfg = build_config(TrainConfig, recipe, overrides)  # a bad recipe fails here, before the peer runs
-    _runner(cfg.task, cfg.mode)
+    tasks()
+    TASKS.get(cfg.task)  # an unknown task fails here, before the peer runs
     splits = {s: load_builtin(f"builtin:reviews:{s}") for s in ("train", "dev", "test")}
     print(f"review sentiment: {len(splits['train'])} train, {len(splits['dev'])} dev, {len(splits['test'])} test")
     peer = tfidf_logreg(splits["train"], splits["dev"], splits["test"])
-    print(f"peer (TF-IDF char 1-3-grams + logistic regression, C={peer['C']}): "
-          f"dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}  ({peer['seconds']}s)")
+    print(
+        f"peer (TF-IDF char 1-3-grams + logistic regression, C={peer['C']}): "
+        f"dev {peer['dev_accuracy']:.4f}  test {peer['test_accuracy']:.4f}  ({peer['seconds']}s)"
+    )
     with tempfile.TemporaryDirectory(prefix="plmkit-demo-") as tmp:
         model_dir = Path(output) if output else Path(tmp) / "model"
-        trained = train("builtin:reviews", model_dir, config=recipe, overrides=overrides,
-                        command="plmkit demo" + (f" --config {config}" if config else "") + (f" --output {output}" if output else ""))
+        trained = train(
+            "builtin:reviews",
+            model_dir,
+            config=recipe,
+            overrides=overrides,
+            command="plmkit demo"
+            + (f" --config {config}" if config else "")
+            + (f" --output {output}" if output else ""),
+        )
         test = evaluate(model_dir, "builtin:reviews:test")
         predictions = predict_examples(model_dir, [Example(text=t) for t in DEMO_SENTENCES])
     result = {
-        "dev_accuracy": trained["dev_metrics"].get("dev_accuracy"), "test_accuracy": test["accuracy"],
-        "test_macro_f1": test["macro_f1"], "peer_dev_accuracy": peer["dev_accuracy"],
-        "peer_test_accuracy": peer["test_accuracy"], "seconds": round(time.time() - started, 1),
-        "predictions": predictions, "model": str(output) if output else None,
+        "dev_accuracy": trained["dev_metrics"].get("dev_accuracy"),
+        "test_accuracy": test["accuracy"],
+        "test_macro_f1": test["macro_f1"],
+        "peer_dev_accuracy": peer["dev_accuracy"],
+        "peer_test_accuracy": peer["test_accuracy"],
+        "seconds": round(time.time() - started, 1),
+        "predictions": predictions,
+        "model": str(output) if output else None,
     }
     name = f"plmkit ({cfg.model}, mode {cfg.mode}):"
     print(f"{name} dev {result['dev_accuracy']:.4f}  test {result['test_accuracy']:.4f}")

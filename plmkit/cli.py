@@ -1,17 +1,21 @@
-"""`plmkit <command>`: parses arguments and calls one function of the API."""
+"""`plmkit <command>`: parses arguments and calls one function of the API (plmkit.api) or of plmkit.experiments."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+import traceback
 
 from plmkit.errors import PlmkitError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="plmkit", description="Adapt pretrained language models to NLP tasks, Chinese first.")
+    p = argparse.ArgumentParser(
+        prog="plmkit", description="Adapt pretrained language models to NLP tasks, Chinese first."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="fine-tune the shipped Chinese encoder on review sentiment, with a peer beside it")
@@ -21,23 +25,47 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*", metavar="key=value")
 
     pt = sub.add_parser("pretrain", help="pretrain or continue pretraining an encoder on a corpus")
-    pt.add_argument("--arch", default=None, help="model family: bert | albert | roberta | electra | spanbert | gpt | elmo "
-                    "(family options as key=value: albert.sharing=attention, electra.generator_size=0.25, ...)")
-    pt.add_argument("--corpus", nargs="+", default=["builtin:default"], help="text files (one line a document), builtin:default, builtin:peoples-daily or builtin:reviews (training splits only)")
+    pt.add_argument(
+        "--arch",
+        default=None,
+        help="model family: bert | albert | roberta | electra | spanbert | gpt | elmo "
+        "(family options as key=value: albert.sharing=attention, electra.generator_size=0.25, ...)",
+    )
+    pt.add_argument(
+        "--corpus",
+        nargs="+",
+        default=["builtin:default"],
+        help="text files (one line a document), builtin:default, builtin:peoples-daily or builtin:reviews "
+        "(training splits only)",
+    )
     pt.add_argument("--output", required=True)
     pt.add_argument("--config", help="YAML recipe")
     pt.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     pt.add_argument("overrides", nargs="*", metavar="key=value")
 
-    t = sub.add_parser("train", help="fine-tune a model for a task, or train a head on its frozen layers (mode=features)")
+    t = sub.add_parser(
+        "train", help="fine-tune a model for a task, or train a head on its frozen layers (mode=features)"
+    )
     t.add_argument("--task", default=None, help="classification | pair | regression | ner | cws")
-    t.add_argument("--head", default=None, help="classification, pair, regression: cls (default) | pool (masked "
-                   "pooling=mean|max|mean_max); ner, cws: softmax | crf | bilstm_crf (default crf; bilstm_crf in "
-                   "mode=features); mode=features also: mlp | bilstm (one text), esim | mlp (pairs)")
-    t.add_argument("--model", default=None, help="a model directory, a hub id, or a shipped name: "
-                   "e5-small (recommended for Chinese), e5-small-full, default-zh, minilm-en")
-    t.add_argument("--train", required=True, help="FILE (.csv .tsv .jsonl; CoNLL for ner/cws) or builtin:NAME "
-                   "(reviews, peoples-daily-ner, peoples-daily-cws)")
+    t.add_argument(
+        "--head",
+        default=None,
+        help="classification, pair, regression: cls (default) | pool (masked "
+        "pooling=mean|max|mean_max); ner, cws: softmax | crf | bilstm_crf (default crf; bilstm_crf in "
+        "mode=features); mode=features also: mlp | bilstm (one text), esim | mlp (pairs)",
+    )
+    t.add_argument(
+        "--model",
+        default=None,
+        help="a model directory, a hub id, or a shipped name: "
+        "e5-small (recommended for Chinese), e5-small-full, default-zh, minilm-en",
+    )
+    t.add_argument(
+        "--train",
+        required=True,
+        help="FILE (.csv .tsv .jsonl; CoNLL for ner/cws) or builtin:NAME "
+        "(reviews, peoples-daily-ner, peoples-daily-cws)",
+    )
     t.add_argument("--dev", help="FILE or builtin:NAME:dev")
     t.add_argument("--output", required=True)
     t.add_argument("--config", help="YAML recipe")
@@ -45,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     t.add_argument("overrides", nargs="*", metavar="key=value")
 
-    pl = sub.add_parser("probe-layers", help="train an identical probe on each layer's frozen output; plot the dev metric by layer")
+    pl = sub.add_parser(
+        "probe-layers", help="train an identical probe on each layer's frozen output; plot the dev metric by layer"
+    )
     pl.add_argument("--task", required=True, help="classification | pair | regression | ner | cws")
     pl.add_argument("--model", required=True)
     pl.add_argument("--data", required=True, help="training data: FILE or builtin:NAME (scored on its dev split)")
@@ -54,8 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--config", help="YAML recipe")
     pl.add_argument("overrides", nargs="*", metavar="key=value")
 
-    c = sub.add_parser("compare", help="feature extraction (last layer, scalar mix) against partial fine-tuning and "
-                       "fine-tuning (plain, with tricks) on one task, model, budget and seed; writes a Markdown and HTML report")
+    c = sub.add_parser(
+        "compare",
+        help="feature extraction (last layer, scalar mix) against partial fine-tuning and "
+        "fine-tuning (plain, with tricks) on one task, model, budget and seed; writes a Markdown and HTML report",
+    )
     c.add_argument("--task", required=True)
     c.add_argument("--model", required=True)
     c.add_argument("--train", required=True, help="FILE or builtin:NAME")
@@ -65,19 +98,34 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="YAML recipe shared by every run")
     c.add_argument("--feature-lr", type=float, default=1e-3, help="learning rate of the feature-mode heads")
     c.add_argument("--keep-models", action="store_true", help="keep each run's model under OUTPUT/models")
-    c.add_argument("--partial-freeze", type=int, default=None,
-                   help="layers the partial run caches (mode=partial freeze_layers=N); default half the model's")
+    c.add_argument(
+        "--partial-freeze",
+        type=int,
+        default=None,
+        help="layers the partial run caches (mode=partial freeze_layers=N); default half the model's",
+    )
     c.add_argument("overrides", nargs="*", metavar="key=value")
 
-    pv = sub.add_parser("prune-vocab", help="keep only the vocabulary pieces a corpus or a script set uses; "
-                        "embeddings and tokenizer remapped")
+    pv = sub.add_parser(
+        "prune-vocab",
+        help="keep only the vocabulary pieces a corpus or a script set uses; embeddings and tokenizer remapped",
+    )
     pv.add_argument("--model", required=True)
     pv.add_argument("--output", required=True)
-    pv.add_argument("--corpus", nargs="+", default=[], help="text files (one line a text) or builtin:default, "
-                    "builtin:reviews, builtin:peoples-daily: keep every piece their tokenisation uses")
+    pv.add_argument(
+        "--corpus",
+        nargs="+",
+        default=[],
+        help="text files (one line a text) or builtin:default, "
+        "builtin:reviews, builtin:peoples-daily: keep every piece their tokenisation uses",
+    )
     pv.add_argument("--keep", default=None, help="scripts whose pieces are all kept: any of cjk,ascii,punct")
-    pv.add_argument("--check", nargs="+", default=[], help="texts to report segmentation changes on (files or "
-                    "builtin:NAME[:split]); default: the corpus")
+    pv.add_argument(
+        "--check",
+        nargs="+",
+        default=[],
+        help="texts to report segmentation changes on (files or builtin:NAME[:split]); default: the corpus",
+    )
 
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
     e.add_argument("--model", required=True)
@@ -98,8 +146,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def quiet_libraries() -> None:
     """transformers' per-load reports and weight-loading bars drown plmkit's own output."""
-    import os
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
@@ -107,59 +153,123 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _one_line(text: str) -> str:
+    """A message's lines joined into one (plmkit's own errors may quote a library's text)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0; 2 on plmkit's own errors (bad input or options), 1 on any other, 130 on Ctrl-C. An error is
+    one line on stderr; with PLMKIT_DEBUG=1 its traceback comes first."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     command = "plmkit " + " ".join(shlex.quote(a) for a in argv)
-    quiet_libraries()
-    from plmkit import api
-    from plmkit.config import parse_overrides
-
+    debug = os.environ.get("PLMKIT_DEBUG", "") not in ("", "0")
     try:
+        quiet_libraries()
+        from plmkit import api
+        from plmkit.config import parse_overrides
+
         overrides = parse_overrides(getattr(args, "overrides", []) or [])
         if args.command == "demo":
             result = api.demo(output=args.output, overrides=overrides, config=args.config)
         elif args.command == "pretrain":
             if args.arch:
                 overrides["arch"] = args.arch
-            result = api.pretrain(args.corpus, args.output, config=args.config, overrides=overrides, resume=args.resume, command=command)
-            result = {k: result[k] for k in ("arch", "seconds", "parameters")} | {"final_loss": result["losses"][-1][1] if result["losses"] else None}
+            result = api.pretrain(
+                args.corpus, args.output, config=args.config, overrides=overrides, resume=args.resume, command=command
+            )
+            result = {k: result[k] for k in ("arch", "seconds", "parameters")} | {
+                "final_loss": result["losses"][-1][1] if result["losses"] else None
+            }
         elif args.command == "train":
             for key in ("task", "head", "model", "encoding"):
                 if getattr(args, key):
                     overrides[key] = getattr(args, key)
-            result = api.train(args.train, args.output, dev=args.dev, config=args.config, overrides=overrides, resume=args.resume, command=command)
+            result = api.train(
+                args.train,
+                args.output,
+                dev=args.dev,
+                config=args.config,
+                overrides=overrides,
+                resume=args.resume,
+                command=command,
+            )
         elif args.command == "probe-layers":
-            result = api.probe_layers(args.task, args.model, args.data, args.output, dev=args.dev, config=args.config,
-                                      overrides=overrides, command=command)
+            from plmkit.experiments.probe import probe_layers
+
+            result = probe_layers(
+                args.task,
+                args.model,
+                args.data,
+                args.output,
+                dev=args.dev,
+                config=args.config,
+                overrides=overrides,
+                command=command,
+            )
         elif args.command == "compare":
-            result = api.compare(args.task, args.model, args.train, args.output, dev=args.dev, test=args.test,
-                                 config=args.config, overrides=overrides, feature_lr=args.feature_lr,
-                                 keep_models=args.keep_models, command=command, partial_freeze=args.partial_freeze)
+            from plmkit.experiments.compare import compare
+
+            result = compare(
+                args.task,
+                args.model,
+                args.train,
+                args.output,
+                dev=args.dev,
+                test=args.test,
+                config=args.config,
+                overrides=overrides,
+                feature_lr=args.feature_lr,
+                keep_models=args.keep_models,
+                command=command,
+                partial_freeze=args.partial_freeze,
+            )
         elif args.command == "prune-vocab":
             result = api.prune_vocab(args.model, args.output, corpus=args.corpus, keep=args.keep, check=args.check)
-            print(f"kept {result['kept']:,} of {result['before']:,} pieces; parameters {result['parameters_before']:,} -> "
-                  f"{result['parameters_after']:,}; of {result['corpus_tokens']:,} checked tokens "
-                  f"{result['unknown_share']:.4%} become unknown, {result['changed_share']:.4%} are segmented differently "
-                  f"({result['changed_texts']} of {result['texts']} texts)")
+            print(
+                f"kept {result['kept']:,} of {result['before']:,} pieces; "
+                f"parameters {result['parameters_before']:,} -> {result['parameters_after']:,}; "
+                f"of {result['corpus_tokens']:,} checked tokens {result['unknown_share']:.4%} become unknown, "
+                f"{result['changed_share']:.4%} are segmented differently "
+                f"({result['changed_texts']} of {result['texts']} texts)"
+            )
         elif args.command == "evaluate":
             result = api.evaluate(args.model, args.data, encoding=args.encoding)
             if not args.json:
                 for key, value in result.items():
                     print(f"{key}: {value}")
         elif args.command == "predict":
-            rows = api.predict(args.model, input=args.input, text=args.text, text_pair=args.text_pair,
-                               output=args.output, encoding=args.encoding)
+            rows = api.predict(
+                args.model,
+                input=args.input,
+                text=args.text,
+                text_pair=args.text_pair,
+                output=args.output,
+                encoding=args.encoding,
+            )
             if args.output is None:
                 for row in rows:
                     print(json.dumps(row, ensure_ascii=False))
             return 0
     except PlmkitError as e:
-        print(f"plmkit {args.command}: error: {e}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"plmkit {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"plmkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a library's own error (torch, transformers, accelerate, the OS): its type and first line
+        if debug:
+            traceback.print_exc()
+        message = _first_line(str(e))
+        print(f"plmkit {args.command}: error: {type(e).__name__}{': ' + message if message else ''}", file=sys.stderr)
+        return 1
     if getattr(args, "json", False) or args.command in ("train", "pretrain", "probe-layers", "compare", "prune-vocab"):
         print(json.dumps(result, ensure_ascii=False))
     return 0

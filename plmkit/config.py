@@ -1,6 +1,7 @@
 """Typed configuration: dataclass defaults < YAML recipe < `key=value` overrides.
 
-Unknown keys are errors that list the valid ones. Nested dataclasses are addressed
+Unknown keys are errors that list the valid ones; so is a value outside an option's `Literal[...]`
+type, which names the valid values. Nested dataclasses are addressed
 with dotted keys (`loop.lr=1e-4`); top-level keys of a nested section can also be
 given flat when the name is unambiguous (`lr=1e-4`).
 """
@@ -10,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -32,11 +34,13 @@ class LoopConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    schedule: str = "linear"  # linear (warmup_ratio up, then down to 0) | constant | stlr (slanted triangular)
+    # linear (warmup_ratio up, then down to 0) | constant | stlr (slanted triangular)
+    schedule: Literal["linear", "constant", "stlr"] = "linear"
     cut_frac: float = 0.1  # stlr: share of the steps over which the rate rises
     ratio: float = 32.0  # stlr: how many times smaller the lowest rate is than the peak
     max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16; auto = bf16 only where the hardware runs it natively
+    # auto = bf16 only where the hardware runs it natively
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
     seed: int = 42
     patience: int = 0  # early stopping: epochs without dev improvement; 0 = off
     save_steps: int = 0  # checkpoint every N optimiser steps as well as every epoch; 0 = epochs only
@@ -49,10 +53,11 @@ class LoopConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "classification"  # classification | pair | regression | ner | cws
+    # classification | pair | regression | ner | cws: a name in plmkit.registry.TASKS, checked there before any work
+    task: str = "classification"
     model: str = "default-zh"
     max_length: int = 128
-    truncation: str = "head"  # head | tail | head_tail
+    truncation: Literal["head", "tail", "head_tail"] = "head"
     head_tokens: int | None = None  # head_tail: tokens kept from the start; default 128/510 of the budget
     text_column: str = "text"
     text_pair_column: str = "text_pair"
@@ -62,28 +67,34 @@ class TrainConfig:
     trust_remote_code: bool = False
     # finetune | partial (the embeddings and bottom freeze_layers layers run once, cached; the rest fine-tunes)
     # | features (the frozen encoder runs once, its layers cached, a head trained on them)
-    mode: str = "finetune"
+    mode: Literal["finetune", "partial", "features"] = "finetune"
     # classification, pair, regression: cls | pool; ner, cws: softmax | crf | bilstm_crf;
-    # features mode: also mlp | bilstm (texts), esim | mlp (pairs)
-    head: str | None = None
-    pooling: str = "mean"  # classification, pair, regression with head=pool: mean | max | mean_max
+    # features mode: also mlp | bilstm (texts), esim | mlp (pairs); which of them a task takes is checked by its runner
+    head: Literal["cls", "pool", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"] | None = None
+    pooling: Literal["mean", "max", "mean_max"] = "mean"  # classification, pair, regression with head=pool
     head_lr: float | None = None  # learning rate of the head's own weights; default loop.lr
-    unit_tokens: str = "auto"  # ner, cws: auto | word | piece (how each character becomes tokens; see tasks/tagging.py)
+    # ner, cws: how each character becomes tokens (see tasks/tagging.py)
+    unit_tokens: Literal["auto", "word", "piece"] = "auto"
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
     # ner, cws: hashed character-bigram embeddings (the bigram ending and the one starting at each unit),
     # bigram_dim each, joined to the encoder's unit vector before the head; 0 buckets = off
     bigram_buckets: int = 0
     bigram_dim: int = 64
     layer_lr_decay: float = 1.0  # finetune: each layer below the top gets the rate of the one above times this
-    # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything); partial: run them once, cached
+    # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything);
+    # partial: run them once, cached
     freeze_layers: int = 0
     # finetune, partial: keep only the embeddings and the bottom N layers of the encoder, dropping the top
-    # (0 = keep all); every step then costs about N/L of the whole, and the saved model has N layers
+    # (0 = keep all); each step then costs about N / num_hidden_layers of the whole; the saved model has N layers
     keep_layers: int = 0
-    gradual_unfreeze: bool = False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
+    gradual_unfreeze: bool = (
+        False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
+    )
     unfreeze_every: int = 0  # gradual_unfreeze: optimiser steps between unfreezings; 0 = one group per epoch
-    layers: str = "mix"  # features: mix (learned scalar mix of every layer) | last | N (layer N alone; 0 = embeddings)
-    feature_cache: str = "disk"  # features: disk (reused across runs, under cache_dir) | memory
+    # features: mix (learned scalar mix of every layer) | last | N (layer N alone; 0 = embeddings; the top is checked
+    # against the model)
+    layers: Literal["mix", "last"] | int = field(default="mix", metadata={"min": 0})
+    feature_cache: Literal["disk", "memory"] = "disk"  # features: disk (reused across runs, under cache_dir) | memory
     cache_dir: str | None = None  # features: default $PLMKIT_CACHE or ~/.cache/plmkit/features
     loop: LoopConfig = field(default_factory=LoopConfig)
 
@@ -91,7 +102,7 @@ class TrainConfig:
 @dataclass
 class AlbertOptions:
     embedding_size: int = 128  # factorised embeddings: E, below hidden_size H
-    sharing: str = "all"  # cross-layer sharing: all | attention | ffn | none
+    sharing: Literal["all", "attention", "ffn", "none"] = "all"  # cross-layer sharing
 
 
 @dataclass
@@ -109,12 +120,13 @@ class SpanBertOptions:
 
 @dataclass
 class ElmoOptions:
-    token_encoder: str = "embedding"  # embedding | char_cnn (a CNN over each token's characters)
+    token_encoder: Literal["embedding", "char_cnn"] = "embedding"  # char_cnn: a CNN over each token's characters
 
 
 @dataclass
 class PretrainConfig:
-    arch: str = "bert"  # bert | albert | roberta | electra | spanbert | gpt | elmo
+    # bert | albert | roberta | electra | spanbert | gpt | elmo: a name in pretrain.archs.ARCHS, checked before any work
+    arch: str = "bert"
     init: str | None = None  # continue pretraining from this checkpoint
     vocab_size: int = 8000
     hidden_size: int = 256  # elmo: each layer's output, forward and backward halves together
@@ -138,13 +150,50 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
+# an unquoted `no` (or `off`, `false`) in YAML is a boolean; a choice spelt like one is what was meant
+_BOOL_WORDS = {False: ("no", "false", "off"), True: ("yes", "true", "on")}
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))
+
+
+def _describe(typ: Any, minimum: float | None = None) -> str:
+    """The values a type takes, for an error message: `a, b, c` for a Literal, `int` for int."""
+    if typing.get_origin(typ) is Literal:
+        return ", ".join(str(a) for a in typing.get_args(typ))
+    name = getattr(typ, "__name__", str(typ))
+    return name if minimum is None else f"{name} >= {minimum}"
+
+
+def _coerce(value: Any, typ: Any, key: str, minimum: float | None = None) -> Any:
+    """`value` (a YAML value or a command-line string) as `typ`; a ConfigError naming the key otherwise.
+
+    Handles bool, int, float, str, Literal[...] and unions of them, `X | None` included (`none`, `null`
+    or an empty string is None). `minimum` bounds a number (int or float, alone or in a union)."""
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+        args = typing.get_args(typ)
+        if type(None) in args and _is_none(value):
             return None
-        return _coerce(value, args[0], key)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _coerce(value, rest[0], key, minimum)
+        for arg in rest:  # the first alternative that takes the value, in the order written
+            try:
+                return _coerce(value, arg, key, minimum)
+            except ConfigError:
+                pass
+        choices = [_describe(a, minimum if a in (int, float) else None) for a in rest]
+        raise ConfigError(f"{key}: {value!r} is not one of: {', '.join(choices[:-1])} or {choices[-1]}")
+    if origin is Literal:
+        choices = typing.get_args(typ)
+        if isinstance(value, bool):
+            value = next((w for w in _BOOL_WORDS[value] if w in choices), value)
+        if value in choices and type(value) is type(choices[choices.index(value)]):
+            return value
+        hint = " (YAML reads unquoted yes/no/on/off as a boolean; quote the value)" if isinstance(value, bool) else ""
+        raise ConfigError(f"{key}: {value!r} is not one of: {_describe(typ)}{hint}")
     try:
         if typ is bool:
             if isinstance(value, bool):
@@ -161,13 +210,15 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if typ is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return int(value)
-        if typ is float:
-            return float(value)
-        if typ is str:
+            value = int(value)
+        elif typ is float:
+            value = float(value)
+        elif typ is str:
             return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}") from None
+    if typ in (int, float) and minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: expected {_describe(typ, minimum)}, got {value!r}")
     return value
 
 
@@ -197,7 +248,8 @@ def _set(obj: Any, path: list[str], value: Any, key: str) -> None:
     for name in path[:-1]:
         obj = getattr(obj, name)
     typ = _field_types(type(obj))[path[-1]]
-    setattr(obj, path[-1], _coerce(value, typ, key))
+    minimum = next(f.metadata.get("min") for f in dataclasses.fields(obj) if f.name == path[-1])
+    setattr(obj, path[-1], _coerce(value, typ, key, minimum))
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
@@ -226,8 +278,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # its own text spans lines and quotes the source; one line names the place
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = ", ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(what.split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -254,3 +309,70 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+_FINETUNING = ("finetune", "partial")
+# option -> (does it apply to this config and task?, where it applies, a hint): set away from its default
+# where it does nothing, it is an error, not silently ignored. Options under a switch of their own
+# (unfreeze_every, pooling, head_tokens, bigram_dim) are not listed: turning the switch off on the command
+# line (gradual_unfreeze=false, bigram_buckets=0) must not make the recipe that set them an error
+_APPLIES: dict[str, tuple[Callable[[TrainConfig, bool], bool], str, str]] = {
+    "head_lr": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
+    "layer_lr_decay": (
+        lambda c, tagging: c.mode in _FINETUNING,
+        "mode finetune or partial",
+        "; in mode features the encoder is frozen",
+    ),
+    "gradual_unfreeze": (
+        lambda c, tagging: c.mode in _FINETUNING,
+        "mode finetune or partial",
+        "; in mode features the encoder is frozen",
+    ),
+    "freeze_layers": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
+    "keep_layers": (
+        lambda c, tagging: c.mode in _FINETUNING,
+        "modes finetune and partial",
+        "; in mode features, layers=N reads layer N",
+    ),
+    "layers": (lambda c, tagging: c.mode == "features", "mode features", ""),
+    "feature_cache": (lambda c, tagging: c.mode == "features", "mode features", ""),
+    "cache_dir": (lambda c, tagging: c.mode == "features", "mode features", ""),
+    "truncation": (lambda c, tagging: not tagging, "the text tasks", "; ner and cws cut long sentences into windows"),
+    "window_overlap": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
+    "unit_tokens": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
+    "bigram_buckets": (
+        lambda c, tagging: tagging and c.mode in _FINETUNING,
+        "the tagging tasks (ner, cws) in modes finetune and partial",
+        "",
+    ),
+}
+
+
+def inapplicable(cfg: TrainConfig, tagging: bool) -> list[str]:
+    """The options set away from their defaults that do nothing for this task and mode."""
+    default = TrainConfig()
+    return [
+        key
+        for key, (applies, _, _) in _APPLIES.items()
+        if getattr(cfg, key) != getattr(default, key) and not applies(cfg, tagging)
+    ]
+
+
+def without_inapplicable(cfg: TrainConfig, tagging: bool) -> dict[str, Any]:
+    """Overrides that put this config's inapplicable options back to their defaults: for runs built on a
+    shared recipe (compare, probe-layers), each in its own mode."""
+    default = TrainConfig()
+    return {key: getattr(default, key) for key in inapplicable(cfg, tagging)}
+
+
+def check_applicable(cfg: TrainConfig, tagging: bool) -> None:
+    """Every option set away from its default must do something for this task and mode."""
+    for key in inapplicable(cfg, tagging)[:1]:
+        where, hint = _APPLIES[key][1:]
+        now = f"task {cfg.task}, mode {cfg.mode}" + (f", head {cfg.head}" if cfg.head else "")
+        raise ConfigError(f"{key}: applies to {where}, not to {now}{hint}")
+    if cfg.bigram_buckets < 0 or cfg.bigram_buckets == 1 or cfg.bigram_dim < 1:
+        raise ConfigError(
+            f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "
+            f"{cfg.bigram_buckets} and {cfg.bigram_dim}"
+        )

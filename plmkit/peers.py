@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 from plmkit.data.examples import Example
 from plmkit.data.tagging import Sentence
 
 
-def tfidf_logreg(train: Sequence[Example], dev: Sequence[Example], test: Sequence[Example],
-                 cs: Sequence[float] = (1.0, 4.0, 10.0)) -> dict[str, float]:
+def tfidf_logreg(
+    train: Sequence[Example], dev: Sequence[Example], test: Sequence[Example], cs: Sequence[float] = (1.0, 4.0, 10.0)
+) -> dict[str, float]:
     """TF-IDF over character 1-3-grams + logistic regression (scikit-learn), C chosen on dev."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -36,8 +37,12 @@ def tfidf_logreg(train: Sequence[Example], dev: Sequence[Example], test: Sequenc
         if best is None or dev_acc > best[0]:
             best = (dev_acc, c, clf)
     dev_acc, c, clf = best
-    return {"dev_accuracy": dev_acc, "test_accuracy": float((clf.predict(x_test) == y_test).mean()), "C": c,
-            "seconds": round(time.time() - started, 1)}
+    return {
+        "dev_accuracy": dev_acc,
+        "test_accuracy": float((clf.predict(x_test) == y_test).mean()),
+        "C": c,
+        "seconds": round(time.time() - started, 1),
+    }
 
 
 _CN_DIGITS = set("一二三四五六七八九十零〇百千万亿两")
@@ -88,25 +93,28 @@ def unit_features(tokens: Sequence[str]) -> list[list[str]]:
     feats = []
     for i in range(2, len(padded) - 2):
         m2, m1, c, p1, p2 = padded[i - 2 : i + 3]
-        feats.append([
-            "bias",
-            "c0=" + c,
-            "c-2=" + m2,
-            "c-1=" + m1,
-            "c+1=" + p1,
-            "c+2=" + p2,
-            "b-1=" + m1 + "|" + c,
-            "b+1=" + c + "|" + p1,
-            "s=" + m1 + "|" + p1,
-            "t0=" + classes[i],
-            "t-1=" + classes[i - 1] + classes[i],
-            "t+1=" + classes[i] + classes[i + 1],
-        ])
+        feats.append(
+            [
+                "bias",
+                "c0=" + c,
+                "c-2=" + m2,
+                "c-1=" + m1,
+                "c+1=" + p1,
+                "c+2=" + p2,
+                "b-1=" + m1 + "|" + c,
+                "b+1=" + c + "|" + p1,
+                "s=" + m1 + "|" + p1,
+                "t0=" + classes[i],
+                "t-1=" + classes[i - 1] + classes[i],
+                "t+1=" + classes[i] + classes[i + 1],
+            ]
+        )
     return feats
 
 
-def crf_tagger(train: list[Sentence], test: list[Sentence], c1: float = 0.1, c2: float = 0.1,
-            max_iterations: int = 100) -> dict:
+def crf_tagger(
+    train: list[Sentence], test: list[Sentence], c1: float = 0.1, c2: float = 0.1, max_iterations: int = 100
+) -> dict:
     """Train a CRF on `train` (tagged units, e.g. characters with BIO tags) and tag `test`.
 
     Returns {"pred": tags per test sentence, "seconds": wall time of feature extraction,
@@ -129,8 +137,14 @@ def crf_tagger(train: list[Sentence], test: list[Sentence], c1: float = 0.1, c2:
         "seconds": round(done - started, 1),
         "train_seconds": round(trained - started, 1),
         "predict_seconds": round(done - trained, 1),
-        "params": {"algorithm": "lbfgs", "c1": c1, "c2": c2, "max_iterations": max_iterations,
-                   "iterations": iterations, "features": "char -2..+2, bigrams (-1,0) (0,+1), skip (-1,+1), char classes"},
+        "params": {
+            "algorithm": "lbfgs",
+            "c1": c1,
+            "c2": c2,
+            "max_iterations": max_iterations,
+            "iterations": iterations,
+            "features": "char -2..+2, bigrams (-1,0) (0,+1), skip (-1,+1), char classes",
+        },
     }
 
 

@@ -45,8 +45,15 @@ def save_tiny_bert(path: Path, tokenizer) -> Path:
 
     from plmkit.models.saving import save_model_dir
 
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     save_model_dir(path, BertForMaskedLM(config), tokenizer)
     return path
@@ -58,7 +65,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from plmkit.pretrain.tokenizer import train_wordpiece
 
     corpus = ["".join(t for t, _ in toy_rows(50, s)) for s in range(20)]
-    corpus += ["我爱北京天安门 hello world 2024年，ＡＢＣ１２３。", "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸", "一二三四五六七八九十"] * 5
+    corpus += [
+        "我爱北京天安门 hello world 2024年，ＡＢＣ１２３。",
+        "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸",
+        "一二三四五六七八九十",
+    ] * 5
     tokenizer = train_wordpiece(corpus, vocab_size=300)
     return save_tiny_bert(tmp_path_factory.mktemp("tiny") / "tiny-bert", tokenizer)
 
@@ -69,7 +80,7 @@ def toy_data(tmp_path_factory) -> dict[str, Path]:
     rows = toy_rows(240, seed=1)
     return {
         "train": write_csv(d / "train.csv", rows[:160]),
-        "dev": write_jsonl(d / "dev.jsonl", [{"text": t, "label": l} for t, l in rows[160:200]]),
+        "dev": write_jsonl(d / "dev.jsonl", [{"text": t, "label": y} for t, y in rows[160:200]]),
         "test": write_csv(d / "test.tsv", rows[200:], delimiter="\t"),
     }
 
@@ -110,8 +121,11 @@ def write_conll(path: Path, sentences, sep: str = "\t") -> Path:
 def toy_ner(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("toy-ner")
     sents = toy_tagged(260, seed=3)
-    return {"train": write_conll(d / "train.conll", sents[:180]), "dev": write_conll(d / "dev.conll", sents[180:220]),
-            "test": write_conll(d / "test.conll", sents[220:])}
+    return {
+        "train": write_conll(d / "train.conll", sents[:180]),
+        "dev": write_conll(d / "dev.conll", sents[180:220]),
+        "test": write_conll(d / "test.conll", sents[220:]),
+    }
 
 
 def stop_at(step: int):

@@ -37,7 +37,9 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
             hint = "; it decodes as GBK/GB18030: pass --encoding gbk (or encoding=gbk)"
         except UnicodeDecodeError:
             pass
-        raise DataError(f"not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}){hint}", path=str(path), line=line) from None
+        raise DataError(
+            f"not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}){hint}", path=str(path), line=line
+        ) from None
     except LookupError:
         raise DataError(f"unknown encoding {encoding!r}", path=str(path)) from None
     if not text.strip():
@@ -74,8 +76,11 @@ def _records(path: Path, text: str, fmt: str) -> list[tuple[int, dict]]:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                raise DataError(f"{len(row)} columns, but the header has {len(header)} ({', '.join(header)})",
-                                path=str(path), line=reader.line_num)
+                raise DataError(
+                    f"{len(row)} columns, but the header has {len(header)} ({', '.join(header)})",
+                    path=str(path),
+                    line=reader.line_num,
+                )
             out.append((reader.line_num, dict(zip(header, row))))
     except csv.Error as e:
         raise DataError(f"malformed {fmt.upper()}: {e}", path=str(path), line=reader.line_num) from None
@@ -84,7 +89,9 @@ def _records(path: Path, text: str, fmt: str) -> list[tuple[int, dict]]:
 
 def _column(path: Path, records: list[tuple[int, dict]], column: str, fmt: str) -> None:
     if fmt in ("csv", "tsv") and records and column not in records[0][1]:
-        raise DataError(f"no column {column!r}; the header has: {', '.join(records[0][1])}", path=str(path), line=1, field=column)
+        raise DataError(
+            f"no column {column!r}; the header has: {', '.join(records[0][1])}", path=str(path), line=1, field=column
+        )
 
 
 def read_examples(
@@ -107,7 +114,9 @@ def read_examples(
     records = _records(path, read_text(path, encoding), fmt)
     if not records:
         raise DataError("file has no examples", path=str(path))
-    columns = [text_column] + ([text_pair_column] if text_pair_column else []) + ([label_column] if label_column else [])
+    columns = (
+        [text_column] + ([text_pair_column] if text_pair_column else []) + ([label_column] if label_column else [])
+    )
     for column in columns:
         _column(path, records, column, fmt)
     examples = []
@@ -128,9 +137,17 @@ def read_examples(
                 try:
                     label = float(raw)
                 except (TypeError, ValueError):
-                    raise DataError(f"expected a number, got {raw!r}", path=str(path), line=line, field=label_column) from None
+                    raise DataError(
+                        f"expected a number, got {raw!r}", path=str(path), line=line, field=label_column
+                    ) from None
             else:
-                label = raw.strip() if isinstance(raw, str) else json.dumps(raw) if not isinstance(raw, (int, float)) else str(raw)
+                label = (
+                    raw.strip()
+                    if isinstance(raw, str)
+                    else json.dumps(raw)
+                    if not isinstance(raw, (int, float))
+                    else str(raw)
+                )
         examples.append(Example(text=text, text_pair=pair, label=label, where=where))
     return examples
 

@@ -56,7 +56,11 @@ def check_tag(tag: str, scheme: str) -> str | None:
     prefix, kind = _split(tag)
     allowed = {"bio": "BIO", "bioes": "BIOES", "bmes": "BMES"}[scheme]
     if prefix not in allowed or (prefix == "O" and kind) or (scheme != "bmes" and prefix != "O" and not kind):
-        form = "O, B-TYPE, I-TYPE" + (", E-TYPE, S-TYPE" if scheme == "bioes" else "") if scheme != "bmes" else "B, M, E, S"
+        form = (
+            "O, B-TYPE, I-TYPE" + (", E-TYPE, S-TYPE" if scheme == "bioes" else "")
+            if scheme != "bmes"
+            else "B, M, E, S"
+        )
         return f"tag {tag!r} is not in the {scheme.upper()} scheme ({form})"
     return None
 
@@ -97,7 +101,9 @@ def tags_to_spans(tags: list[str] | tuple[str, ...], scheme: str) -> list[tuple[
     start, kind = None, ""
     for i, tag in enumerate(list(tags) + [None]):
         prefix, t_kind = _split(tag) if tag is not None else ("$", "")
-        continues = start is not None and prefix in ("I", "M", "E") and t_kind == kind and may_follow(tags[i - 1], tag, scheme)
+        continues = (
+            start is not None and prefix in ("I", "M", "E") and t_kind == kind and may_follow(tags[i - 1], tag, scheme)
+        )
         if start is not None and not continues:
             spans.append((start, i, kind))
             start = None
@@ -187,7 +193,8 @@ def check_sentences(sentences: list[Sentence], scheme: str) -> None:
 
 
 def read_jsonl(path: str | Path, encoding: str = "utf-8", kind: str = "ner") -> list[Sentence]:
-    """Rows of {"text": ..., "entities": [{"start", "end", "type"}]} (NER) or {"text", "words": [...]} (segmentation)."""
+    """Rows of {"text": ..., "entities": [{"start", "end", "type"}]} (NER) or {"text", "words": [...]}
+    (segmentation)."""
     path = str(path)
     out = []
     for n, raw in enumerate(read_text(path, encoding).splitlines(), 1):
@@ -219,12 +226,18 @@ def _entity_spans(text: str, row: dict, path: str, n: int) -> tuple[tuple[int, i
         kind = ent.get("type", ent.get("label")) if isinstance(ent, dict) else None
         start, end = (ent.get("start"), ent.get("end")) if isinstance(ent, dict) else (None, None)
         if not isinstance(start, int) or not isinstance(end, int) or not isinstance(kind, str) or not kind:
-            raise DataError("expected {\"start\": int, \"end\": int, \"type\": str}", path=path, line=n, field=field)
+            raise DataError('expected {"start": int, "end": int, "type": str}', path=path, line=n, field=field)
         if not 0 <= start < end <= len(text):
-            raise DataError(f"offsets {start}..{end} are outside the text (length {len(text)})", path=path, line=n, field=field)
+            raise DataError(
+                f"offsets {start}..{end} are outside the text (length {len(text)})", path=path, line=n, field=field
+            )
         if "text" in ent and ent["text"] != text[start:end]:
-            raise DataError(f"offsets {start}..{end} cover {text[start:end]!r}, but the entity's text is {ent['text']!r}",
-                            path=path, line=n, field=field)
+            raise DataError(
+                f"offsets {start}..{end} cover {text[start:end]!r}, but the entity's text is {ent['text']!r}",
+                path=path,
+                line=n,
+                field=field,
+            )
         spans.append((start, end, kind))
     spans.sort()
     for a, b in zip(spans, spans[1:]):
@@ -242,7 +255,9 @@ def _word_spans(text: str, row: dict, path: str, n: int) -> tuple[tuple[int, int
         while pos < len(text) and text[pos].isspace() and not word[0].isspace():
             pos += 1
         if text[pos : pos + len(word)] != word:
-            raise DataError(f"word {k} ({word!r}) does not match the text at offset {pos}", path=path, line=n, field="words")
+            raise DataError(
+                f"word {k} ({word!r}) does not match the text at offset {pos}", path=path, line=n, field="words"
+            )
         spans.append((pos, pos + len(word), ""))
         pos += len(word)
     if text[pos:].strip():

@@ -7,9 +7,9 @@ once from the tokenizer's own post-processor, so every model family gets its own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 from tokenizers import Tokenizer
 
@@ -60,7 +60,32 @@ class Layout:
     pair_types: tuple[int, int, int, int, int]  # type id of: prefix, A, middle, B, suffix
 
     def n_special(self, pair: bool) -> int:
+        """How many special tokens frame a single text (pair False) or a pair of texts."""
         return sum(map(len, self.pair)) if pair else sum(map(len, self.single))
+
+    def frame(self, ids: Sequence[int], pair_ids: Sequence[int] | None = None) -> dict[str, list[int]]:
+        """`ids` (and `pair_ids`) between the special tokens, as `tokenizer(text, text_pair)` frames a text's ids.
+
+        Returns input_ids, token_type_ids (all 0 for a single text) and segments (1 for a token of ids,
+        2 of pair_ids, 0 for a special token; `spread` lays other per-token values out by them)."""
+        if pair_ids is None:
+            pre, post = self.single
+            parts = [(pre, 0, 0), (ids, 0, 1), (post, 0, 0)]
+        else:
+            pre, mid, post = self.pair
+            t_pre, t_a, t_mid, t_b, t_post = self.pair_types
+            parts = [(pre, t_pre, 0), (ids, t_a, 1), (mid, t_mid, 0), (pair_ids, t_b, 2), (post, t_post, 0)]
+        return {
+            "input_ids": [i for part, _, _ in parts for i in part],
+            "token_type_ids": [t for part, t, _ in parts for _ in part],
+            "segments": [s for part, _, s in parts for _ in part],
+        }
+
+
+def spread(segments: Sequence[int], a: Sequence, b: Sequence = (), special=None) -> list:
+    """Per-token values of A and of B laid out as `Layout.frame` laid out their ids, `special` at each special token."""
+    sides = (None, iter(a), iter(b))
+    return [special if s == 0 else next(sides[s]) for s in segments]
 
 
 def _segments(enc) -> list[tuple[int | None, list[int], list[int]]]:
@@ -113,8 +138,14 @@ def backend_and_layout(tokenizer) -> tuple[Tokenizer, Layout]:
     return cached
 
 
-def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strategy: str,
-           head_tokens: int | None = None) -> dict[str, list]:
+def layout(tokenizer) -> Layout:
+    """The tokenizer's special-token layout (`Layout`), read from its post-processor once and kept on it."""
+    return backend_and_layout(tokenizer)[1]
+
+
+def encode(
+    tokenizer, text: str, text_pair: str | None, max_length: int, strategy: str, head_tokens: int | None = None
+) -> dict[str, list]:
     """Tokenise, truncate by `strategy` to fit `max_length` including special tokens, add them.
 
     Returns input_ids, token_type_ids, offsets (character spans into text or text_pair; (0, 0) for specials)
@@ -128,28 +159,14 @@ def encode(tokenizer, text: str, text_pair: str | None, max_length: int, strateg
     a = backend.encode(text, add_special_tokens=False)
     if not pair:
         keep = keep_indices(len(a.ids), budget, strategy, head_tokens)
-        pre, post = layout.single
-        ids = list(pre) + [a.ids[i] for i in keep] + list(post)
-        offsets = [(0, 0)] * len(pre) + [a.offsets[i] for i in keep] + [(0, 0)] * len(post)
-        segments = [0] * len(pre) + [1] * len(keep) + [0] * len(post)
-        return {"input_ids": ids, "token_type_ids": [0] * len(ids), "offsets": offsets, "segments": segments}
+        framed = layout.frame([a.ids[i] for i in keep])
+        offsets = spread(framed["segments"], [a.offsets[i] for i in keep], special=(0, 0))
+        return framed | {"offsets": offsets}
     b = backend.encode(text_pair, add_special_tokens=False)
     n_a, n_b = pair_lengths(len(a.ids), len(b.ids), budget)
     scale = lambda n: None if head_tokens is None else round(head_tokens * n / budget)  # noqa: E731
     keep_a = keep_indices(len(a.ids), n_a, strategy, scale(n_a))
     keep_b = keep_indices(len(b.ids), n_b, strategy, scale(n_b))
-    pre, mid, post = layout.pair
-    t_pre, t_a, t_mid, t_b, t_post = layout.pair_types
-    parts: Sequence[tuple[list[int], int, list]] = [
-        (list(pre), t_pre, [(0, 0)] * len(pre)),
-        ([a.ids[i] for i in keep_a], t_a, [a.offsets[i] for i in keep_a]),
-        (list(mid), t_mid, [(0, 0)] * len(mid)),
-        ([b.ids[i] for i in keep_b], t_b, [b.offsets[i] for i in keep_b]),
-        (list(post), t_post, [(0, 0)] * len(post)),
-    ]
-    return {
-        "input_ids": [i for ids, _, _ in parts for i in ids],
-        "token_type_ids": [t for ids, t, _ in parts for _ in ids],
-        "offsets": [o for _, _, offs in parts for o in offs],
-        "segments": [0] * len(pre) + [1] * len(keep_a) + [0] * len(mid) + [2] * len(keep_b) + [0] * len(post),
-    }
+    framed = layout.frame([a.ids[i] for i in keep_a], [b.ids[i] for i in keep_b])
+    offsets = spread(framed["segments"], [a.offsets[i] for i in keep_a], [b.offsets[i] for i in keep_b], (0, 0))
+    return framed | {"offsets": offsets}

@@ -10,6 +10,8 @@
 The partial sharing is declared in transformers' tied-weights mechanism: construction ties layers 1.. to
 layer 0, ``save_pretrained`` writes each shared tensor once, and ``from_pretrained`` ties them again instead
 of initialising them. Importing this module registers "plmkit-albert" with the Auto classes.
+
+Shapes (legend in plmkit/models/__init__.py): E embedding size, H hidden.
 """
 
 from __future__ import annotations

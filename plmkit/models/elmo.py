@@ -9,6 +9,11 @@ with residual connections from the second layer up. Every layer's output is [for
 Inputs must be right-padded: the backward direction reverses each row within its length, so padding
 never reaches a real position. Importing this module registers "plmkit-elmo" with AutoConfig,
 AutoModel, AutoModelForSequenceClassification and AutoModelForPreTraining (the language model).
+
+Shapes (legend in plmkit/models/__init__.py): B batch, T tokens, H hidden ([forward; backward], so
+one direction, lstm_size, is H/2), N layers (N+1 outputs with the token layer), V vocabulary, C classes,
+F character-CNN features, I distinct token ids of a batch, W characters per token, E_c character embedding,
+D any width.
 """
 
 # no `from __future__ import annotations`: transformers reads the config dataclass's annotations at runtime
@@ -31,7 +36,8 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
-from plmkit.models.feature_heads import LayerChoice, masked_mean_max
+from plmkit.models.pooling import pool
+from plmkit.models.scalar_mix import ScalarMix
 
 TOKEN_ENCODERS = ("embedding", "char_cnn")
 DEFAULT_CHAR_FILTERS = ((1, 32), (2, 64), (3, 128), (4, 128), (5, 128))  # (width, channels)
@@ -76,7 +82,9 @@ class ElmoConfig(PreTrainedConfig):
             raise ValueError(f"lstm_cell_size: {self.lstm_cell_size} is below lstm_size {self.lstm_size}")
         widest = max(width for width, _ in self.char_filters)
         if self.token_encoder == "char_cnn" and widest > self.max_token_chars:
-            raise ValueError(f"char_filters: a filter {widest} wide does not fit max_token_chars {self.max_token_chars}")
+            raise ValueError(
+                f"char_filters: a filter {widest} wide does not fit max_token_chars {self.max_token_chars}"
+            )
         super().__post_init__(**kwargs)
 
     @property
@@ -114,15 +122,15 @@ class ElmoHighway(nn.Module):
         self.bias = nn.Parameter(torch.empty(2 * size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        transform, gate = F.linear(x, self.weight, self.bias).chunk(2, -1)  # (N, F) each
-        carry = torch.sigmoid(gate)  # (N, F)
-        return carry * x + (1 - carry) * F.relu(transform)  # (N, F)
+        transform, gate = F.linear(x, self.weight, self.bias).chunk(2, -1)  # (..., F) each
+        carry = torch.sigmoid(gate)  # (..., F)
+        return carry * x + (1 - carry) * F.relu(transform)  # (..., F)
 
 
 class ElmoCharCNN(nn.Module):
     """ELMo's token encoder: embed a token's characters, convolve with filters of several widths,
     max-pool over the characters, relu, highway layers. The characters of every vocabulary entry
-    sit in the persistent buffer `token_chars` (V, max_token_chars), saved with the weights."""
+    sit in the persistent buffer `token_chars` (V, W), W = max_token_chars, saved with the weights."""
 
     def __init__(self, config: ElmoConfig):
         super().__init__()
@@ -140,11 +148,11 @@ class ElmoCharCNN(nn.Module):
             if not bool(self.token_chars[:, 0].any()):
                 raise RuntimeError("token_chars is empty: give the model its char_table with set_char_table")
             self._table_checked = True
-        unique, inverse = input_ids.unique(return_inverse=True)  # (U,), (B, T): encode each distinct token once
-        chars = self.char_embeddings(self.token_chars[unique]).transpose(1, 2)  # (U, E_c, C)
-        x = F.relu(torch.cat([conv(chars).amax(-1) for conv in self.convs], -1))  # (U, F)
+        unique, inverse = input_ids.unique(return_inverse=True)  # (I,), (B, T): encode each distinct token once
+        chars = self.char_embeddings(self.token_chars[unique]).transpose(1, 2)  # (I, E_c, W)
+        x = F.relu(torch.cat([conv(chars).amax(-1) for conv in self.convs], -1))  # (I, F)
         for highway in self.highways:
-            x = highway(x)  # (U, F)
+            x = highway(x)  # (I, F)
         return x[inverse]  # (B, T, F)
 
 
@@ -166,7 +174,7 @@ class ElmoEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         encoder = self.word_embeddings if self.token_encoder == "embedding" else self.char_cnn
-        return self.projection(encoder(input_ids))  # (B, T, L)
+        return self.projection(encoder(input_ids))  # (B, T, H/2)
 
 
 class ElmoBiLstmLayer(nn.Module):
@@ -234,7 +242,7 @@ class ElmoPreTrainedModel(PreTrainedModel):
             init.copy_(module.bias, torch.cat([torch.zeros(size), torch.ones(size)]))  # [transform; gate]
         elif isinstance(module, ElmoCharCNN):
             init.zeros_(module.token_chars)  # a fresh table waits for set_char_table
-        elif isinstance(module, LayerChoice):
+        elif isinstance(module, ScalarMix):
             init.zeros_(module.weights)
             init.ones_(module.gamma)
         else:
@@ -248,8 +256,10 @@ class ElmoPreTrainedModel(PreTrainedModel):
         cnn = self.base_model.embeddings.char_cnn
         rows, width = cnn.token_chars.shape
         if table.shape[0] > rows or table.shape[1] != width or int(table.max()) >= config.char_vocab_size:
-            raise ValueError(f"set_char_table: a table {tuple(table.shape)} with ids up to {int(table.max())} does not fit "
-                             f"vocab_size {rows}, max_token_chars {width}, char_vocab_size {config.char_vocab_size}")
+            raise ValueError(
+                f"set_char_table: a table {tuple(table.shape)} with ids up to {int(table.max())} does not fit "
+                f"vocab_size {rows}, max_token_chars {width}, char_vocab_size {config.char_vocab_size}"
+            )
         with torch.no_grad():
             cnn.token_chars.zero_()
             cnn.token_chars[: table.shape[0]] = table.to(cnn.token_chars.device)
@@ -290,20 +300,23 @@ class ElmoModel(ElmoPreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         lengths = right_padded_lengths(attention_mask)  # (B,)
         keep = attention_mask[..., None].to(self.embeddings.projection.weight.dtype)  # (B, T, 1)
-        fwd = self.embeddings(input_ids) * keep  # (B, T, L)
-        bwd = reverse_within_length(fwd, lengths)  # (B, T, L): each row's real tokens read right to left
+        fwd = self.embeddings(input_ids) * keep  # (B, T, H/2)
+        bwd = reverse_within_length(fwd, lengths)  # (B, T, H/2): each row's real tokens read right to left
         states = [torch.cat([fwd, fwd], -1)]  # layer 0: [x; x] (B, T, H)
         for k, layer in enumerate(self.layers):
-            new_fwd = layer.forward(self.dropout(fwd))[0]  # (B, T, L)
-            new_bwd = layer.backward(self.dropout(bwd))[0]  # (B, T, L)
+            new_fwd = layer.forward(self.dropout(fwd))[0]  # (B, T, H/2)
+            new_bwd = layer.backward(self.dropout(bwd))[0]  # (B, T, H/2)
             fwd, bwd = (new_fwd + fwd, new_bwd + bwd) if k > 0 else (new_fwd, new_bwd)  # residual from layer 2 up
             states.append(torch.cat([fwd, reverse_within_length(bwd, lengths)], -1) * keep)  # (B, T, H)
-        out = BaseModelOutput(last_hidden_state=states[-1], hidden_states=tuple(states) if output_hidden_states else None)
+        out = BaseModelOutput(
+            last_hidden_state=states[-1], hidden_states=tuple(states) if output_hidden_states else None
+        )
         return out if _wants_dict(return_dict, self.config) else out.to_tuple()
 
 
-def bidirectional_lm_loss(next_logits: torch.Tensor, prev_logits: torch.Tensor, input_ids: torch.Tensor,
-                          attention_mask: torch.Tensor) -> torch.Tensor:
+def bidirectional_lm_loss(
+    next_logits: torch.Tensor, prev_logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """Mean of the forward loss (token t+1 from next_logits (B, T, V) at t) and the backward loss
     (token t-1 from prev_logits at t), over pairs of real positions only (right padding)."""
     pairs = attention_mask[:, 1:].bool()  # (B, T-1): t and t+1 both real
@@ -344,8 +357,9 @@ class ElmoForLanguageModeling(ElmoPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = self.elmo(input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True)
-        fwd, bwd = self.dropout(out.last_hidden_state).split(self.config.lstm_size, -1)  # (B, T, L) each
+        fwd, bwd = self.dropout(out.last_hidden_state).split(self.config.lstm_size, -1)  # (B, T, H/2) each
         next_logits, prev_logits = self.lm_head(fwd), self.lm_head(bwd)  # (B, T, V) each
+        # the loss stays in forward: a Hugging Face-style AutoModelForPreTraining class; its labels are its inputs
         loss = bidirectional_lm_loss(next_logits, prev_logits, input_ids, attention_mask)
         result = ElmoLanguageModelingOutput(loss, next_logits, prev_logits, out.hidden_states)
         return result if _wants_dict(return_dict, self.config) else result.to_tuple()
@@ -362,8 +376,11 @@ def sequence_classification_loss(config: ElmoConfig, logits: torch.Tensor, label
         else:
             config.problem_type = "multi_label_classification"
     if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1)) if config.num_labels == 1 \
+        return (
+            F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
+            if config.num_labels == 1
             else F.mse_loss(logits.float(), labels.float())
+        )
     if config.problem_type == "single_label_classification":
         return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1))
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
@@ -376,7 +393,7 @@ class ElmoForSequenceClassification(ElmoPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.elmo = ElmoModel(config)
-        self.scalar_mix = LayerChoice(config.num_hidden_layers + 1)  # the mix feature mode learns too
+        self.scalar_mix = ScalarMix(config.num_hidden_layers + 1)  # the mix feature mode learns too
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
         self.post_init()
@@ -394,9 +411,10 @@ class ElmoForSequenceClassification(ElmoPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         out = self.elmo(input_ids, attention_mask, output_hidden_states=True, return_dict=True)
-        mixed = self.scalar_mix(torch.stack(out.hidden_states, 2))  # (B, T, L, H) -> (B, T, H)
-        pooled = masked_mean_max(mixed, attention_mask)  # (B, 2H)
+        mixed = self.scalar_mix(torch.stack(out.hidden_states, 2))  # (B, T, N+1, H) -> (B, T, H)
+        pooled = pool(mixed, attention_mask, "mean_max")  # (B, 2H)
         logits = self.classifier(self.dropout(pooled))  # (B, C)
+        # the loss stays in forward for Hugging Face compatibility (Trainer, pipeline): only when labels are given
         loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
         keep_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         states = out.hidden_states if keep_states else None
@@ -404,8 +422,9 @@ class ElmoForSequenceClassification(ElmoPreTrainedModel):
         return result if _wants_dict(return_dict, self.config) else result.to_tuple()
 
 
-def build_elmo(tokenizer, model_class: type[ElmoPreTrainedModel] = ElmoForLanguageModeling,
-               **config_kwargs) -> ElmoPreTrainedModel:
+def build_elmo(
+    tokenizer, model_class: type[ElmoPreTrainedModel] = ElmoForLanguageModeling, **config_kwargs
+) -> ElmoPreTrainedModel:
     """A freshly initialised ELMo for `tokenizer`: vocab_size, pad_token_id and, for
     token_encoder="char_cnn", char_vocab_size and the character table come from it."""
     vocab = tokenizer.get_vocab()

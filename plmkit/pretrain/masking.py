@@ -93,8 +93,8 @@ def span_length_probs(p: float = 0.2, max_len: int = 10) -> torch.Tensor:
     """
     if not 0.0 < p <= 1.0 or max_len < 1:
         raise ValueError(f"need 0 < p <= 1 and max_len >= 1, got p={p}, max_len={max_len}")
-    lengths = torch.arange(1, max_len + 1, dtype=torch.float64)  # (L,)
-    probs = p * (1.0 - p) ** (lengths - 1)  # (L,)
+    lengths = torch.arange(1, max_len + 1, dtype=torch.float64)  # (S,)
+    probs = p * (1.0 - p) ** (lengths - 1)  # (S,)
     return (probs / probs.sum()).float()
 
 

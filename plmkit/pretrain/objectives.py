@@ -1,5 +1,9 @@
 """Pretraining objectives: corpus packing and, for each objective, its batch builder and loss.
 
+Every batch builder frames a segment (or a pair of them) with the special tokens the tokenizer's
+own post-processor adds (`plmkit.data.truncation.layout`: [CLS] A [SEP] B [SEP], <s> A </s></s> B </s>,
+A <eos>, ...), as fine-tuning's `encode` does, so pretraining and fine-tuning read the same layout.
+
 MLM (`mlm_collate`, `mlm_loss`); sentence pairs with NSP or SOP (`pair_collate`); SpanBERT's span
 masking and span boundary objective (`span_collate`, `SpanBoundaryHead`, `sbo_loss`); ELECTRA's
 replaced token detection (`sample_replacements`, `rtd_labels`, `rtd_loss`).
@@ -7,14 +11,16 @@ replaced token detection (`sample_replacements`, `rtd_labels`, `rtd_loss`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from plmkit.data.batching import length_mask, pad
-from plmkit.data.truncation import backend_and_layout
+from plmkit.data.truncation import Layout, backend_and_layout, layout, spread
+from plmkit.errors import ConfigError
 from plmkit.pretrain.masking import (
     IGNORE_INDEX,
     choose_spans,
@@ -38,9 +44,12 @@ def word_ids_for(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
 
 
 def pack_corpus(lines: Sequence[str], tokenizer, max_length: int, whole_word: bool = False) -> list[dict[str, Any]]:
-    """Full-sentence packing: consecutive lines fill segments of up to max_length - 2 tokens;
-    a line longer than that is cut into several segments. Each segment: {"ids", "words"}."""
-    budget = max_length - 2
+    """Full-sentence packing: consecutive lines fill segments of up to max_length tokens less the special
+    tokens the tokenizer frames a text with; a line longer than that is cut into several segments.
+    Each segment: {"ids", "words"}."""
+    budget = max_length - layout(tokenizer).n_special(pair=False)
+    if budget < 1:
+        raise ConfigError(f"max_length: {max_length} leaves no room for text after special tokens")
     # the backend straight: lines longer than the model's limit are expected here (they are cut below)
     encodings = backend_and_layout(tokenizer)[0].encode_batch(list(lines), add_special_tokens=False)
     segments: list[dict[str, Any]] = []
@@ -68,12 +77,15 @@ def pack_corpus(lines: Sequence[str], tokenizer, max_length: int, whole_word: bo
 def mlm_collate(
     items: list[tuple[int, int, dict[str, Any]]], *, tokenizer, seed: int, rate: float, whole_word: bool, dynamic: bool
 ) -> dict[str, torch.Tensor]:
-    """Add [CLS]/[SEP], choose and corrupt positions with a per-(seed, epoch, index) generator, pad."""
+    """Frame with the tokenizer's specials ([CLS] seg [SEP], <s> seg </s>, ...), choose and corrupt positions
+    (never specials) with a per-(seed, epoch, index) generator, pad."""
+    frame = layout(tokenizer).frame
     ids, labels = [], []
     for epoch, index, seg in items:
         gen = example_generator(seed, epoch if dynamic else 0, index)
-        x = torch.tensor([tokenizer.cls_token_id] + seg["ids"] + [tokenizer.sep_token_id])  # (T,)
-        words = torch.tensor([-1] + seg["words"] + [-1])  # (T,)
+        framed = frame(seg["ids"])
+        x = torch.tensor(framed["input_ids"])  # (T,)
+        words = torch.tensor(spread(framed["segments"], seg["words"], special=-1))  # (T,)
         chosen = _choose(words, rate, whole_word, gen)
         x, y = corrupt(x, chosen, tokenizer.mask_token_id, len(tokenizer), gen)
         ids.append(x.tolist())
@@ -114,15 +126,18 @@ Token = tuple[int, int]  # (token id, word id)
 Pair = tuple[list[Token], list[Token], int]  # A, B, pair label
 
 
-def _pair_tokens(seg: dict[str, Any]) -> list[Token]:
-    """The segment as (id, word) tokens, less its last one when it has 3 or more: pack_corpus leaves
-    room for 2 specials, a pair needs 3, so [CLS] A [SEP] B [SEP] stays within the same max_length."""
+def _pair_tokens(seg: dict[str, Any], specials: Layout) -> list[Token]:
+    """The segment as (id, word) tokens, less as many at its end as a pair has special tokens more than a
+    single text (but keeping 2, to cut into A and B): pack_corpus leaves room for a single text's, so
+    [CLS] A [SEP] B [SEP] (one more than [CLS] seg [SEP]) or <s> A </s></s> B </s> (two more) stays within
+    the same max_length."""
     tokens = list(zip(seg["ids"], seg["words"]))
-    return tokens[:-1] if len(tokens) >= 3 else tokens
+    return tokens[: max(2, len(tokens) - (specials.n_special(pair=True) - specials.n_special(pair=False)))]
 
 
 def _random_slice(pool: Sequence[dict[str, Any]], index: int, length: int, gen: torch.Generator) -> list[Token]:
-    """`length` consecutive tokens (fewer if the segment is shorter) from a random segment of pool other than pool[index]."""
+    """`length` consecutive tokens (fewer if the segment is shorter) from a random segment of pool other
+    than pool[index]."""
     if len(pool) < 2:
         raise ValueError("NSP needs a pool of at least 2 segments to draw a random B from")
     other = int(torch.randint(len(pool) - 1, (1,), generator=gen))
@@ -145,17 +160,16 @@ def _nsp(a: list[Token], b: list[Token], index: int, pool: Sequence[dict[str, An
 PAIR_KINDS = {"nsp": _nsp, "sop": _sop}
 
 
-def _pair_layout(a: list[Token], b: list[Token], cls_id: int, sep_id: int) -> tuple[list[int], list[int], list[int]]:
-    """[CLS] A [SEP] B [SEP]: ids, token types (0 then 1) and word ids (-1 on the specials; B's words
-    renumbered after A's, so no word spans the two halves)."""
+def _pair_layout(a: list[Token], b: list[Token], specials: Layout) -> tuple[list[int], list[int], list[int]]:
+    """A and B framed as the tokenizer frames a pair ([CLS] A [SEP] B [SEP], ...): ids, token types and
+    word ids (-1 on the specials; B's words renumbered after A's, so no word spans the two halves)."""
     a_ids, a_words = [t for t, _ in a], [w for _, w in a]
     b_ids, b_words = [t for t, _ in b], [w for _, w in b]
     if b_words:
         shift = (max(a_words) + 1 if a_words else 0) - min(b_words)
         b_words = [w + shift for w in b_words]
-    ids = [cls_id] + a_ids + [sep_id] + b_ids + [sep_id]
-    types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-    return ids, types, [-1] + a_words + [-1] + b_words + [-1]
+    framed = specials.frame(a_ids, b_ids)
+    return framed["input_ids"], framed["token_type_ids"], spread(framed["segments"], a_words, b_words, -1)
 
 
 def pair_collate(
@@ -171,28 +185,36 @@ def pair_collate(
 ) -> dict[str, torch.Tensor]:
     """Sentence-pair batches for NSP (kind "nsp") or SOP (kind "sop"), with MLM on top.
 
-    Each segment (from pack_corpus with the MLM max_length) loses its last token, is cut at a
-    random point into A and B, then SOP may swap them and NSP may replace B by a random slice of
+    Each segment (from pack_corpus with the MLM max_length) loses as many tokens at its end as a pair
+    has special tokens more than a single text (`_pair_tokens`: one for [CLS] A [SEP] B [SEP]), is cut
+    at a random point into A and B, then SOP may swap them and NSP may replace B by a random slice of
     B's length from another segment of `pool` (items' indices point into pool; the item's own
-    segment is excluded). Positions are chosen (tokens or whole words, never specials) and
-    corrupted with the 80/10/10 rule. A segment of a single token cannot be cut: it gets
-    [CLS] A [SEP] [SEP] and pair label IGNORE_INDEX.
+    segment is excluded). A and B are framed as the tokenizer frames a pair. Positions are chosen
+    (tokens or whole words, never specials) and corrupted with the 80/10/10 rule. A segment of a
+    single token cannot be cut: it gets the pair's frame around A and an empty B ([CLS] A [SEP] [SEP])
+    and pair label IGNORE_INDEX.
 
     Returns input_ids, token_type_ids, attention_mask, labels (B, T) and pair_labels (B,).
     """
     if kind not in PAIR_KINDS:
         raise ValueError(f"unknown pair objective {kind!r}; known: {', '.join(sorted(PAIR_KINDS))}")
+    specials = layout(tokenizer)
     ids, types, labels, pair_labels = [], [], [], []
     for epoch, index, seg in items:
         gen = example_generator(seed, epoch if dynamic else 0, index)
-        tokens = _pair_tokens(seg)
+        tokens = _pair_tokens(seg, specials)
         if len(tokens) >= 2:
             a, b, pair_label = PAIR_KINDS[kind](*split_pair(tokens, gen), index, pool, gen)
         else:
             a, b, pair_label = tokens, [], IGNORE_INDEX
-        x, token_types, words = _pair_layout(a, b, tokenizer.cls_token_id, tokenizer.sep_token_id)
-        x, y = corrupt(torch.tensor(x), _choose(torch.tensor(words), rate, whole_word, gen),
-                       tokenizer.mask_token_id, len(tokenizer), gen)  # (T,), (T,)
+        x, token_types, words = _pair_layout(a, b, specials)
+        x, y = corrupt(
+            torch.tensor(x),
+            _choose(torch.tensor(words), rate, whole_word, gen),
+            tokenizer.mask_token_id,
+            len(tokenizer),
+            gen,
+        )  # (T,), (T,)
         ids.append(x.tolist())
         labels.append(y.tolist())
         types.append(token_types)
@@ -232,12 +254,17 @@ def span_collate(
 ) -> dict[str, torch.Tensor]:
     """Like mlm_collate, with SpanBERT's span masking (choose_spans), plus what SBO needs:
     span_left, span_right (the unmasked positions just outside the span, possibly [CLS]/[SEP])
-    and span_offset (0-based position inside the span, < max_len), all (B, T) long, 0 off the spans."""
+    and span_offset (0-based position inside the span, < max_len), all (B, T) long, 0 off the spans.
+    A tokenizer without a special token before (or after) the text leaves its first (last) token
+    out of the spans, so every span has a position on either side."""
+    frame = layout(tokenizer).frame
     ids, labels, lefts, rights, offsets = [], [], [], [], []
     for epoch, index, seg in items:
         gen = example_generator(seed, epoch if dynamic else 0, index)
-        x = torch.tensor([tokenizer.cls_token_id] + seg["ids"] + [tokenizer.sep_token_id])  # (T,)
-        candidates = torch.tensor([False] + [True] * len(seg["ids"]) + [False])  # (T,)
+        framed = frame(seg["ids"])
+        x = torch.tensor(framed["input_ids"])  # (T,)
+        candidates = torch.tensor(framed["segments"]) > 0  # (T,)
+        candidates[0] = candidates[-1] = False  # a boundary on either side of every span
         chosen = choose_spans(candidates, rate, gen, p, max_len)  # (T,)
         x, y = corrupt(x, chosen, tokenizer.mask_token_id, len(tokenizer), gen)
         left, right, offset = _span_boundaries(chosen)  # (T,) each
@@ -260,8 +287,12 @@ class SpanBoundaryHead(nn.Module):
         position_size = position_size or hidden_size
         self.position = nn.Embedding(max_span_len, position_size)
         self.mlp = nn.Sequential(
-            nn.Linear(2 * hidden_size + position_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size),
-            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.LayerNorm(hidden_size),
+            nn.Linear(2 * hidden_size + position_size, hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(hidden_size),
+            nn.Linear(hidden_size, hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(hidden_size),
         )
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from plmkit.config import PretrainConfig, to_dict
 from plmkit.data.builtin import CORPORA
 from plmkit.data.readers import read_corpus_file
+from plmkit.data.truncation import layout
 from plmkit.errors import DataError
+from plmkit.io import atomic_write_json
 from plmkit.models.encoders import load_tokenizer, resolve_model
 from plmkit.pretrain.archs import check_options
 from plmkit.pretrain.masking import example_generator
 from plmkit.pretrain.objectives import pack_corpus
 from plmkit.report.plots import plot_loss_curve
 from plmkit.train.loop import train_loop
-from plmkit.io import atomic_write_json
+
 
 def read_corpus(specs: Sequence[str], encoding: str = "utf-8") -> list[str]:
     lines: list[str] = []
@@ -36,8 +38,9 @@ def read_corpus(specs: Sequence[str], encoding: str = "utf-8") -> list[str]:
     return lines
 
 
-def pretrain(corpus: Sequence[str], output: str | Path, cfg: PretrainConfig, *, resume: bool = False,
-             command: str | None = None) -> dict:
+def pretrain(
+    corpus: Sequence[str], output: str | Path, cfg: PretrainConfig, *, resume: bool = False, command: str | None = None
+) -> dict:
     """Pretrain (or continue pretraining `cfg.init`) on `corpus`; writes a model directory,
     `pretrain_log.json` (loss per step) and `loss_curve.png` to `output`."""
     arch = check_options(cfg)
@@ -54,14 +57,21 @@ def pretrain(corpus: Sequence[str], output: str | Path, cfg: PretrainConfig, *, 
     else:
         tokenizer = arch.make_tokenizer(lines, cfg)
         model = arch.build(cfg, tokenizer)
-    segments = pack_corpus(lines, tokenizer, cfg.max_length - arch.specials + 2, cfg.whole_word)
-    held = {i for i in range(len(segments)) if torch.rand(1, generator=example_generator(cfg.loop.seed, -1, i)).item() < cfg.heldout_fraction}
+    segments = pack_corpus(lines, tokenizer, cfg.max_length, cfg.whole_word)  # room for the tokenizer's specials
+    held = {
+        i
+        for i in range(len(segments))
+        if torch.rand(1, generator=example_generator(cfg.loop.seed, -1, i)).item() < cfg.heldout_fraction
+    }
     train = [s for i, s in enumerate(segments) if i not in held]
     dev = [s for i, s in enumerate(segments) if i in held]
-    tokens = sum(len(s["ids"]) + arch.specials for s in train)
+    specials = layout(tokenizer).n_special(pair=False)
+    tokens = sum(len(s["ids"]) + specials for s in train)
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"{arch.name}: corpus {len(lines)} lines, {len(train)} training segments ({tokens} tokens), {len(dev)} held out; "
-          f"vocabulary {len(tokenizer)}; parameters {parameters / 1e6:.2f}M")
+    print(
+        f"{arch.name}: corpus {len(lines)} lines, {len(train)} training segments ({tokens} tokens), "
+        f"{len(dev)} held out; vocabulary {len(tokenizer)}; parameters {parameters / 1e6:.2f}M"
+    )
 
     def collate(items, dynamic=cfg.dynamic_masking):
         c = cfg if dynamic == cfg.dynamic_masking else dataclasses.replace(cfg, dynamic_masking=dynamic)
@@ -80,23 +90,44 @@ def pretrain(corpus: Sequence[str], output: str | Path, cfg: PretrainConfig, *, 
 
     def log(state) -> dict:
         return {
-            "arch": cfg.arch, "config": to_dict(cfg), "command": command, "corpus": list(corpus),
-            "objective": arch.objective, "lines": len(lines), "train_tokens_per_epoch": tokens, "parameters": parameters,
-            "losses": state.losses, "history": state.history, "seconds": round(time.time() - started, 1),
+            "arch": cfg.arch,
+            "config": to_dict(cfg),
+            "command": command,
+            "corpus": list(corpus),
+            "objective": arch.objective,
+            "lines": len(lines),
+            "train_tokens_per_epoch": tokens,
+            "parameters": parameters,
+            "losses": state.losses,
+            "history": state.history,
+            "seconds": round(time.time() - started, 1),
         }
 
     def save_best(model, state) -> None:
         arch.save(model, tokenizer, output, {"pretrain_log.json": log(state)})
 
     state = train_loop(
-        model, arch.loss, train, [len(s["ids"]) for s in train], collate, cfg.loop, output,
-        evaluate=evaluate if dev else None, metric="dev_loss", greater_is_better=False,
-        save_best=save_best, resume=resume,
+        model,
+        arch.loss,
+        train,
+        [len(s["ids"]) for s in train],
+        collate,
+        cfg.loop,
+        output,
+        evaluate=evaluate if dev else None,
+        metric="dev_loss",
+        greater_is_better=False,
+        save_best=save_best,
+        resume=resume,
     )
     if not dev:
         save_best(model, state)
     result = log(state)
     atomic_write_json(output / "pretrain_log.json", result)
-    plot_loss_curve(state.losses, output / "loss_curve.png", f"{arch.name}: {arch.objective} loss",
-                    dev=[[h["step"], h["dev_loss"]] for h in state.history if "dev_loss" in h])
+    plot_loss_curve(
+        state.losses,
+        output / "loss_curve.png",
+        f"{arch.name}: {arch.objective} loss",
+        dev=[[h["step"], h["dev_loss"]] for h in state.history if "dev_loss" in h],
+    )
     return result

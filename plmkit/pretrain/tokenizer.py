@@ -7,7 +7,7 @@ full-width letters and digits to their ASCII forms.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -15,21 +15,29 @@ from transformers import PreTrainedTokenizerFast
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def train_wordpiece(lines: Iterable[str], vocab_size: int = 8000, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def train_wordpiece(
+    lines: Iterable[str], vocab_size: int = 8000, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """A WordPiece vocabulary trained on `lines`, the same one in every process (see `_continuations`)."""
     lines = list(lines)
     normalizer = normalizers.Sequence(
-        [normalizers.NFKC(), normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)]
+        [
+            normalizers.NFKC(),
+            normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True),
+        ]
     )
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     fixed = _continuations(lines, normalizer, pre_tokenizer)
     trained = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     trained.normalizer, trained.pre_tokenizer = normalizer, pre_tokenizer
     # limit_alphabet high: every character seen in the corpus stays in the vocabulary
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + fixed, limit_alphabet=20000,
-                                        min_frequency=2)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + fixed, limit_alphabet=20000, min_frequency=2
+    )
     trained.train_from_iterator(lines, trainer=trainer)
-    tok = Tokenizer(models.WordPiece(vocab=_canonical_ids(trained.get_vocab()), unk_token="[UNK]", continuing_subword_prefix="##"))
+    tok = Tokenizer(
+        models.WordPiece(vocab=_canonical_ids(trained.get_vocab()), unk_token="[UNK]", continuing_subword_prefix="##")
+    )
     tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     tok.add_special_tokens(SPECIAL_TOKENS)  # only these: the ## pieces given to the trainer are ordinary pieces
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -38,8 +46,13 @@ def train_wordpiece(lines: Iterable[str], vocab_size: int = 8000, model_max_leng
     )
     tok.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=model_max_length,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
 
@@ -68,16 +81,33 @@ def _canonical_ids(vocab: dict[str, int]) -> dict[str, int]:
 
 BPE_SPECIAL = {
     # family: (special tokens in id order, the names PreTrainedTokenizerFast gives them)
-    "roberta": (["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                {"bos_token": "<s>", "cls_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "sep_token": "</s>",
-                 "unk_token": "<unk>", "mask_token": "<mask>"}),
-    "gpt": (["<|endoftext|>", "<pad>"], {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-                                         "pad_token": "<pad>"}),
+    "roberta": (
+        ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        {
+            "bos_token": "<s>",
+            "cls_token": "<s>",
+            "pad_token": "<pad>",
+            "eos_token": "</s>",
+            "sep_token": "</s>",
+            "unk_token": "<unk>",
+            "mask_token": "<mask>",
+        },
+    ),
+    "gpt": (
+        ["<|endoftext|>", "<pad>"],
+        {
+            "bos_token": "<|endoftext|>",
+            "eos_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+            "pad_token": "<pad>",
+        },
+    ),
 }
 
 
-def train_byte_bpe(lines: Iterable[str], vocab_size: int = 8000, family: str = "roberta",
-                   model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def train_byte_bpe(
+    lines: Iterable[str], vocab_size: int = 8000, family: str = "roberta", model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE (GPT-2, RoBERTa): every input is bytes, so nothing is ever unknown; merges learnt from the corpus.
 
     roberta: `<s> A </s></s> B </s>`; gpt: `A <|endoftext|>` (a GPT classifies by its last token's
@@ -86,17 +116,27 @@ def train_byte_bpe(lines: Iterable[str], vocab_size: int = 8000, family: str = "
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=2,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(lines, trainer=trainer)
     tok.decoder = decoders.ByteLevel()
     if family == "roberta":
-        tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
-                                                          trim_offsets=True, add_prefix_space=False)
+        tok.post_processor = processors.RobertaProcessing(
+            ("</s>", tok.token_to_id("</s>")),
+            ("<s>", tok.token_to_id("<s>")),
+            trim_offsets=True,
+            add_prefix_space=False,
+        )
     else:
         eos = ("<|endoftext|>", tok.token_to_id("<|endoftext|>"))
         tok.post_processor = processors.TemplateProcessing(
-            single="$A <|endoftext|>", pair="$A <|endoftext|> $B:1 <|endoftext|>:1", special_tokens=[eos])
+            single="$A <|endoftext|>", pair="$A <|endoftext|> $B:1 <|endoftext|>:1", special_tokens=[eos]
+        )
     input_names = ["input_ids", "attention_mask"]
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, model_input_names=input_names,
-                                   **names)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=model_max_length, model_input_names=input_names, **names
+    )

@@ -7,9 +7,10 @@ temporary behind, and an older plot at the same path stays as it was.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from plmkit.io import atomic_path
 
@@ -74,8 +75,12 @@ def min_max_scale(values: Sequence[float | None], higher_is_better: bool = True)
     return [None if x is None else ((x - lo) if higher_is_better else (hi - x)) / (hi - lo) for x in xs]
 
 
-def plot_loss_curve(losses: Sequence[Sequence[float]], path: str | Path, title: str = "pretraining loss",
-                    dev: Sequence[Sequence[float]] = ()) -> None:
+def plot_loss_curve(
+    losses: Sequence[Sequence[float]],
+    path: str | Path,
+    title: str = "pretraining loss",
+    dev: Sequence[Sequence[float]] = (),
+) -> None:
     """losses: [step, training loss] rows; dev: [step, dev loss] rows."""
     with _figure(figsize=(6, 3.5)) as (fig, ax):
         if losses:
@@ -90,8 +95,9 @@ def plot_loss_curve(losses: Sequence[Sequence[float]], path: str | Path, title: 
         _save_png(fig, path)
 
 
-def plot_layer_weights(weights: Sequence[float], path: str | Path, title: str = "learned layer weights",
-                       gamma: float | None = None) -> None:
+def plot_layer_weights(
+    weights: Sequence[float], path: str | Path, title: str = "learned layer weights", gamma: float | None = None
+) -> None:
     """Bar chart of a scalar mix's softmax weights, one bar per hidden state (emb, 1..N),
     against the uniform weight 1/len as a dashed line."""
     ws = [float(w) for w in weights]
@@ -110,8 +116,14 @@ def plot_layer_weights(weights: Sequence[float], path: str | Path, title: str = 
         _save_png(fig, path)
 
 
-def plot_by_layer(series: dict[str, Sequence[float | None]], path: str | Path, ylabel: str, title: str,
-                  normalise: bool = False, higher_is_better: bool = True) -> None:
+def plot_by_layer(
+    series: dict[str, Sequence[float | None]],
+    path: str | Path,
+    ylabel: str,
+    title: str,
+    normalise: bool = False,
+    higher_is_better: bool = True,
+) -> None:
     """One line per series against the layer (emb, 1..N), the best layer of each starred.
 
     None (or NaN) values are skipped. normalise=True min-max scales each series to [0, 1]
@@ -119,8 +131,10 @@ def plot_by_layer(series: dict[str, Sequence[float | None]], path: str | Path, y
     """
     if not series:
         raise ValueError("plot_by_layer needs at least one series")
-    scaled = {name: (min_max_scale(vs, higher_is_better) if normalise else [_as_value(v) for v in vs])
-              for name, vs in series.items()}
+    scaled = {
+        name: (min_max_scale(vs, higher_is_better) if normalise else [_as_value(v) for v in vs])
+        for name, vs in series.items()
+    }
     n = max(len(vs) for vs in scaled.values())
     with _figure(figsize=(max(6.0, 0.4 * n), 4)) as (fig, ax):
         for i, (name, ys) in enumerate(scaled.items()):
@@ -129,8 +143,15 @@ def plot_by_layer(series: dict[str, Sequence[float | None]], path: str | Path, y
         for i, ys in enumerate(scaled.values()):  # after the lines, so stars sit on top and last in the legend
             best = best_index(ys, higher_is_better or normalise)
             if best is not None:
-                ax.plot([best], [ys[best]], "*", color=f"C{i % 10}", markersize=16, markeredgecolor="black",
-                        label="_nolegend_" if starred else "best layer")
+                ax.plot(
+                    [best],
+                    [ys[best]],
+                    "*",
+                    color=f"C{i % 10}",
+                    markersize=16,
+                    markeredgecolor="black",
+                    label="_nolegend_" if starred else "best layer",
+                )
                 starred = True
         ax.set_xticks(range(n), layer_labels(n))
         ax.set_xlabel("layer")
@@ -158,14 +179,15 @@ def _metric_by_epoch(history: Sequence[dict], metric: str) -> tuple[list[float],
     return [e for e, _ in points], [v for _, v in points]
 
 
-def plot_learning_curves(runs: dict[str, dict], path: str | Path, metric: str,
-                         title: str = "learning curves") -> None:
+def plot_learning_curves(runs: dict[str, dict], path: str | Path, metric: str, title: str = "learning curves") -> None:
     """Left: training loss against the fraction of each run's training; right: the dev metric
     against the epoch. runs: name -> {"losses": [[step, loss], ...], "history": [{"epoch": .., metric: ..}, ...]}."""
     if not runs:
         raise ValueError("plot_learning_curves needs at least one run")
-    curves = {name: (_loss_by_fraction(run.get("losses", [])), _metric_by_epoch(run.get("history", []), metric))
-              for name, run in runs.items()}
+    curves = {
+        name: (_loss_by_fraction(run.get("losses", [])), _metric_by_epoch(run.get("history", []), metric))
+        for name, run in runs.items()
+    }
     from matplotlib.lines import Line2D
 
     with _figure(ncols=2, figsize=(11, 4)) as (fig, (ax_loss, ax_metric)):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from plmkit.io import atomic_write_text
 
@@ -60,8 +61,10 @@ def _md_cell(text: str) -> str:
 def markdown_table(rows: Sequence[dict], columns: Columns) -> str:
     """A pipe table; numeric columns right-aligned; a missing key or None shows as "–"."""
     numeric = numeric_columns(rows, columns)
-    lines = ["| " + " | ".join(_md_cell(header) for _, header in columns) + " |",
-             "| " + " | ".join("---:" if num else "---" for num in numeric) + " |"]
+    lines = [
+        "| " + " | ".join(_md_cell(header) for _, header in columns) + " |",
+        "| " + " | ".join("---:" if num else "---" for num in numeric) + " |",
+    ]
     lines += ["| " + " | ".join(_md_cell(fmt(r.get(key))) for key, _ in columns) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -130,10 +133,17 @@ def html_table(rows: Sequence[dict], columns: Columns) -> str:
     numeric = numeric_columns(rows, columns)
     cls = [' class="num"' if num else "" for num in numeric]
     head = "".join(f"<th{c}>{html.escape(header)}</th>" for c, (_, header) in zip(cls, columns))
-    body = ["<tr>" + "".join(f"<td{c}>{html.escape(fmt(r.get(key)))}</td>" for c, (key, _) in zip(cls, columns))
-            + "</tr>" for r in rows]
-    return ("<table>\n<thead>\n<tr>" + head + "</tr>\n</thead>\n<tbody>\n"
-            + "".join(line + "\n" for line in body) + "</tbody>\n</table>")
+    body = [
+        "<tr>" + "".join(f"<td{c}>{html.escape(fmt(r.get(key)))}</td>" for c, (key, _) in zip(cls, columns)) + "</tr>"
+        for r in rows
+    ]
+    return (
+        "<table>\n<thead>\n<tr>"
+        + head
+        + "</tr>\n</thead>\n<tbody>\n"
+        + "".join(line + "\n" for line in body)
+        + "</tbody>\n</table>"
+    )
 
 
 def _html_block(kind: str, payload: Any) -> str:
@@ -148,8 +158,10 @@ def _html_block(kind: str, payload: Any) -> str:
         return html_table(rows, columns)
     if kind == "image":
         src, alt = payload
-        return (f'<figure><img src="{html.escape(Path(src).as_posix(), quote=True)}" alt="{html.escape(alt, quote=True)}">'
-                f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+        return (
+            f'<figure><img src="{html.escape(Path(src).as_posix(), quote=True)}" alt="{html.escape(alt, quote=True)}">'
+            f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+        )
     code = str(payload).rstrip("\n")
     return f"<pre><code>{html.escape(code)}</code></pre>"
 
@@ -157,8 +169,10 @@ def _html_block(kind: str, payload: Any) -> str:
 def to_html(report: Report) -> str:
     title = html.escape(report.title)
     body = "\n".join(_html_block(kind, payload) for kind, payload in report.blocks)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-            f"<style>\n{CSS}\n</style>\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+        f"<style>\n{CSS}\n</style>\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def write_report(report: Report, out_dir: str | Path, name: str = "report") -> tuple[Path, Path]:

@@ -1,31 +1,85 @@
-"""A task is one record: how to read it, build its model, score, and decode predictions."""
+"""A task is one record: its whole data path, its model, its loss, its metrics and its decoder.
+
+Every field has one signature for every task; the one runner (plmkit.train.run) calls them
+in this order, in every mode:
+
+    read(spec, cfg, labelled)                  -> records (Examples, Sentences, ...)
+    unlabelled(examples)                       -> records to predict for (from `predict`'s input)
+    featurize(records, tokenizer, cfg, labels, spec)
+                                               -> Featurized: items the encoder reads, gold, labels
+    collate(items, pad_id)                     -> batch of tensors
+    build_model(source, labels, cfg, tokenizer) -> the task model on a pretrained encoder
+    load_model(source, meta)                   -> the task model of a saved directory
+    forward(model, batch)                      -> scores: logits (B, C) or emissions (B, U, K)
+    loss(model, scores, batch)                 -> scalar
+    outputs(model, scores, batch)              -> one output per item: a logit row (C,), tag ids (U,)
+    assemble(data, outputs)                    -> predictions: logits (N, C), tags per sentence
+    metrics(data, predictions)                 -> {name: value}
+    decode(data, predictions)                  -> one output row per record
+
+Items are dicts; every item has `input_ids` and `segments` (1 text, 2 text pair, 0 special) and,
+when labelled, its target under `target_key`; `keep` lists the positions a feature-mode head reads
+(default all). Partial fine-tuning adds `hidden` (cached states) to items, which `collate` pads and
+`forward` feeds to the model's top as `inputs_embeds`. Feature mode swaps `collate` and `forward`
+for its cached versions (plmkit.train.features) and keeps everything else.
+Shapes: B batch, T tokens, U units, H hidden, C classes, K tags, N items.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from plmkit.data.batching import length_mask, pad
 
 
+@dataclass
+class Labels:
+    """What training fixed about the outputs: class names (empty for regression) or tags, and the
+    tagging scheme. Saved in plmkit.json as `labels` and `scheme`."""
+
+    names: list[str] = field(default_factory=list)
+    scheme: str | None = None
+
+
+@dataclass
+class Featurized:
+    """One data set made ready for the model."""
+
+    records: list[Any]  # what was read: one prediction row each
+    items: list[dict[str, Any]]  # what the encoder reads: a text, a pair, or a window of a sentence
+    labels: Labels  # fitted on these records when none were given (training), else the given ones
+    gold: Any = None  # what `metrics` compares against; None when unlabelled
+    context: Any = None  # what `assemble` and `decode` need besides items (tagging: the encoded sentences)
+
+
 @dataclass(frozen=True)
 class Task:
-    """The fields' call signatures belong to the task's kind, whose runner calls them:
-    kind "sequence" (plmkit.train.finetune): one prediction per text or pair;
-    kind "tagging" (plmkit.train.tagging): one tag per character or word."""
-
     name: str
     pair: bool  # needs text_pair
     label_type: str  # "class", "float" or "tags"
-    build_model: Callable[..., torch.nn.Module]  # sequence: (source, labels, dropout, trust_remote_code) -> model with .logits
-    loss: Callable[..., torch.Tensor]  # sequence: (logits, labels); tagging: (model, batch) -> scalar
-    metrics: Callable[..., dict[str, Any]]  # sequence: (logits (N, C), gold (N,), labels); tagging: (gold, pred, scheme)
-    decode: Callable[..., Any]  # sequence: (logits (N, C), labels) -> a dict per example; tagging: (encoded, tags, scheme)
     main_metric: str
+    read: Callable[..., list[Any]]
+    unlabelled: Callable[..., list[Any]]
+    featurize: Callable[..., Featurized]
+    collate: Callable[..., dict[str, torch.Tensor]]
+    build_model: Callable[..., torch.nn.Module]
+    load_model: Callable[..., torch.nn.Module]
+    forward: Callable[..., torch.Tensor]
+    loss: Callable[..., torch.Tensor]
+    outputs: Callable[..., list[Any]]
+    assemble: Callable[..., Any]
+    metrics: Callable[..., dict[str, Any]]
+    decode: Callable[..., list[dict[str, Any]]]
+    target_key: str = "label"  # the item key of the target
+    feature_kind: str = "sequence"  # which feature-mode heads fit: sequence | pair | tagging
+    default_head: str | None = None  # the head when the config names none (None: the model family's own)
+    heads: tuple[str, ...] = ()  # the heads fine-tuning takes
     greater_is_better: bool = True
-    kind: str = "sequence"
+    count_name: str = "examples"  # what `evaluate` counts: examples, sentences
 
 
 def pad_hidden(feats: list[dict[str, Any]]) -> torch.Tensor:
@@ -37,19 +91,11 @@ def pad_hidden(feats: list[dict[str, Any]]) -> torch.Tensor:
     return out
 
 
-def collate_encoded(items: list[tuple[int, int, dict[str, Any]]], pad_id: int, label_dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Dynamic padding of encoded examples: input_ids, token_type_ids, attention_mask (B, T), labels (B,);
-    hidden (B, T, H) when the examples carry cached states (mode=partial)."""
-    feats = [f for _, _, f in items]
+def collate_tokens(feats: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask (B, T) of items, padded; `hidden` (B, T, H) when they carry cached states."""
     input_ids = pad([f["input_ids"] for f in feats], pad_id)  # (B, T)
     lengths = torch.tensor([len(f["input_ids"]) for f in feats])  # (B,)
-    batch = {
-        "input_ids": input_ids,
-        "token_type_ids": pad([f["token_type_ids"] for f in feats], 0),  # (B, T)
-        "attention_mask": length_mask(lengths, input_ids.shape[1]).long(),  # (B, T)
-    }
-    if feats and feats[0].get("label") is not None:
-        batch["labels"] = torch.tensor([f["label"] for f in feats], dtype=label_dtype)  # (B,)
+    batch = {"input_ids": input_ids, "attention_mask": length_mask(lengths, input_ids.shape[1]).long()}  # (B, T)
     if feats and "hidden" in feats[0]:
         batch["hidden"] = pad_hidden(feats)  # (B, T, H)
     return batch

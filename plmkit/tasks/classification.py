@@ -1,4 +1,4 @@
-"""Single-text and sentence-pair classification, and sentence-pair regression.
+"""Single-text and sentence-pair classification, and sentence-pair regression: one prediction per text or pair.
 
 The model is Hugging Face's *ForSequenceClassification on the checkpoint ([CLS] or the
 family's own pooling -> dropout -> dense), so a saved directory also opens with
@@ -7,21 +7,30 @@ family's own pooling -> dropout -> dense), so a saved directory also opens with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from plmkit.data.examples import Example
+from plmkit.errors import DataError
 from plmkit.registry import TASKS
-from plmkit.tasks.base import Task
-
+from plmkit.tasks.base import Featurized, Labels, Task, collate_tokens
 
 SEQUENCE_HEADS = ("cls", "pool")
 
 
-def build_sequence_classifier(source: str, labels: list[str], dropout: float | None = None,
-                              trust_remote_code: bool = False, pad_token_id: int | None = None, head: str | None = None,
-                              pooling: str = "mean") -> torch.nn.Module:
+def build_sequence_classifier(
+    source: str,
+    labels: list[str],
+    dropout: float | None = None,
+    trust_remote_code: bool = False,
+    pad_token_id: int | None = None,
+    head: str | None = None,
+    pooling: str = "mean",
+) -> torch.nn.Module:
     """head `cls` (default): the family's own *ForSequenceClassification; `pool`: masked `pooling`
     (mean | max | mean_max) over the real tokens (plmkit.models.pooled)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -49,37 +58,187 @@ def build_sequence_classifier(source: str, labels: list[str], dropout: float | N
     )
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels)  # logits (B, C), labels (B,)
+# --- data: read, featurize, collate ------------------------------------------------------------------------------
 
 
-def classification_metrics(logits: torch.Tensor, gold: torch.Tensor, labels: list[str]) -> dict[str, float]:
+def read(spec: str, cfg, labelled: bool = True, *, pair: bool, label_type: str) -> list[Example]:
+    """Examples from a file or builtin:NAME[:split], checked for what the task needs."""
+    from plmkit.data.builtin import load_builtin
+    from plmkit.data.readers import read_examples
+
+    if spec.startswith("builtin:"):
+        examples = load_builtin(spec)
+        if pair and any(ex.text_pair is None for ex in examples):
+            raise DataError(f"{spec}: has no text pairs; this task needs them")
+        return examples
+    return read_examples(
+        spec,
+        text_column=cfg.text_column,
+        text_pair_column=cfg.text_pair_column if pair else None,
+        label_column=cfg.label_column if labelled else None,
+        label_type=label_type,
+        encoding=cfg.encoding,
+    )
+
+
+def unlabelled(examples: Sequence[Example], *, pair: bool) -> list[Example]:
+    for ex in examples:
+        if pair and ex.text_pair is None:
+            raise DataError("this model needs a text pair", path=ex.where or None)
+    return list(examples)
+
+
+def label_ids(examples: Sequence[Example], labels: list[str], spec: str, column: str) -> list[int]:
+    index = {label: i for i, label in enumerate(labels)}
+    out = []
+    for ex in examples:
+        if ex.label not in index:
+            path, _, line = ex.where.rpartition(":")
+            raise DataError(
+                f"label {ex.label!r} was not seen in training (known: {', '.join(labels)})",
+                path=path or spec,
+                line=int(line) if line.isdigit() else None,
+                field=column,
+            )
+        out.append(index[ex.label])
+    return out
+
+
+def featurize(
+    examples: Sequence[Example], tokenizer, cfg, labels: Labels | None, spec: str, *, label_type: str
+) -> Featurized:
+    """Each text (and pair) truncated as `cfg` says; targets are class ids or floats. Classes are fitted
+    on `examples` when `labels` is None (training)."""
+    from plmkit.data.truncation import encode
+
+    labelled = all(ex.label is not None for ex in examples)
+    if labels is None:
+        names = sorted({str(ex.label) for ex in examples}) if label_type == "class" else []
+        if label_type == "class" and len(names) < 2:
+            found = f"one class ({names[0]!r})" if names else "no classes"
+            raise DataError(
+                f"the label column has {found}; classification needs at least two", path=spec, field=cfg.label_column
+            )
+        labels = Labels(names)
+    targets: list[Any] | None = None
+    if labelled:
+        targets = (
+            label_ids(examples, labels.names, spec, cfg.label_column)
+            if label_type == "class"
+            else [float(ex.label) for ex in examples]
+        )
+    items = []
+    for n, ex in enumerate(examples):
+        enc = encode(tokenizer, ex.text, ex.text_pair, cfg.max_length, cfg.truncation, cfg.head_tokens)
+        item = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"], "segments": enc["segments"]}
+        if targets is not None:
+            item["label"] = targets[n]
+        items.append(item)
+    gold = None
+    if targets is not None:
+        gold = torch.tensor(targets, dtype=torch.long if label_type == "class" else torch.float)  # (N,)
+    return Featurized(list(examples), items, labels, gold)
+
+
+def collate(feats: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, token_type_ids, attention_mask (B, T), labels (B,) when labelled; hidden (B, T, H) when
+    the items carry cached states (mode=partial)."""
+    from plmkit.data.batching import pad
+
+    batch = collate_tokens(feats, pad_id)
+    batch["token_type_ids"] = pad([f["token_type_ids"] for f in feats], 0)  # (B, T)
+    if feats and "label" in feats[0]:
+        dtype = torch.float if isinstance(feats[0]["label"], float) else torch.long
+        batch["labels"] = torch.tensor([f["label"] for f in feats], dtype=dtype)  # (B,)
+    return batch
+
+
+# --- model: build, load, forward ---------------------------------------------------------------------------------
+
+
+def build_model(source: str, labels: Labels, cfg, tokenizer) -> torch.nn.Module:
+    return build_sequence_classifier(
+        source,
+        labels.names,
+        cfg.dropout,
+        cfg.trust_remote_code,
+        tokenizer.pad_token_id,
+        head=cfg.head,
+        pooling=cfg.pooling,
+    )
+
+
+def load_model(source: str, meta: dict[str, Any]) -> torch.nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=True)
+
+
+def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits (B, C); from the cached states `hidden` when the batch has them (mode=partial's top view)."""
+    if "hidden" in batch:
+        return model(inputs_embeds=batch["hidden"], attention_mask=batch["attention_mask"]).logits  # (B, C)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if getattr(model.config, "type_vocab_size", 0) > 1:
+        inputs["token_type_ids"] = batch["token_type_ids"]
+    return model(**inputs).logits  # (B, C)
+
+
+def outputs(model, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    return list(logits.float().cpu())  # a row (C,) per item
+
+
+def assemble(data: Featurized, rows: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(rows) if rows else torch.zeros(0, max(1, len(data.labels.names)))  # (N, C)
+
+
+# --- loss, metrics, decoding -------------------------------------------------------------------------------------
+
+
+def classification_loss(model, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), batch["labels"])  # logits (B, C), labels (B,)
+
+
+def classification_metrics(data: Featurized, logits: torch.Tensor) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
-    pred = logits.argmax(-1)  # (N,)
+    pred, gold = logits.argmax(-1), data.gold  # (N,), (N,)
+    classes = list(range(len(data.labels.names)))
     return {
         "accuracy": float((pred == gold).float().mean()),
-        "macro_f1": float(f1_score(gold.numpy(), pred.numpy(), average="macro", labels=list(range(len(labels))), zero_division=0)),
+        "macro_f1": float(f1_score(gold.numpy(), pred.numpy(), average="macro", labels=classes, zero_division=0)),
     }
 
 
-def classification_decode(logits: torch.Tensor, labels: list[str]) -> list[dict[str, Any]]:
+def _rows(examples: Sequence[Example], decoded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    pair = lambda ex: {"text_pair": ex.text_pair} if ex.text_pair is not None else {}  # noqa: E731
+    return [{"text": ex.text} | pair(ex) | d for ex, d in zip(examples, decoded)]
+
+
+def classification_decode(data: Featurized, logits: torch.Tensor) -> list[dict[str, Any]]:
+    labels = data.labels.names
     probs = logits.float().softmax(-1)  # (N, C)
-    return [
-        {"label": labels[int(p.argmax())], "probabilities": {label: round(float(v), 6) for label, v in zip(labels, p)}}
-        for p in probs
-    ]
+    return _rows(
+        data.records,
+        [
+            {
+                "label": labels[int(p.argmax())],
+                "probabilities": {label: round(float(v), 6) for label, v in zip(labels, p)},
+            }
+            for p in probs
+        ],
+    )
 
 
-def regression_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(logits.float().squeeze(-1), labels.float())  # logits (B, 1), labels (B,)
+def regression_loss(model, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.mse_loss(logits.float().squeeze(-1), batch["labels"].float())  # logits (B, 1), labels (B,)
 
 
-def regression_metrics(logits: torch.Tensor, gold: torch.Tensor, labels: list[str]) -> dict[str, float]:
+def regression_metrics(data: Featurized, logits: torch.Tensor) -> dict[str, float]:
     from scipy.stats import pearsonr, spearmanr
 
     pred = logits.float().squeeze(-1).numpy()
-    gold_np = gold.float().numpy()
+    gold_np = data.gold.float().numpy()
     constant = len(set(pred.round(6).tolist())) < 2 or len(set(gold_np.tolist())) < 2
     return {
         "pearson": 0.0 if constant else float(pearsonr(pred, gold_np)[0]),
@@ -88,13 +247,43 @@ def regression_metrics(logits: torch.Tensor, gold: torch.Tensor, labels: list[st
     }
 
 
-def regression_decode(logits: torch.Tensor, labels: list[str]) -> list[dict[str, Any]]:
-    return [{"score": round(float(v), 6)} for v in logits.float().squeeze(-1)]
+def regression_decode(data: Featurized, logits: torch.Tensor) -> list[dict[str, Any]]:
+    return _rows(data.records, [{"score": round(float(v), 6)} for v in logits.float().squeeze(-1)])
 
 
-TASKS.add("classification", Task("classification", False, "class", build_sequence_classifier, classification_loss,
-                                 classification_metrics, classification_decode, "accuracy"))
-TASKS.add("pair", Task("pair", True, "class", build_sequence_classifier, classification_loss,
-                       classification_metrics, classification_decode, "accuracy"))
-TASKS.add("regression", Task("regression", True, "float", build_sequence_classifier, regression_loss,
-                             regression_metrics, regression_decode, "pearson"))
+def _task(name: str, pair: bool, label_type: str, loss, metrics, decode, main_metric: str) -> Task:
+    return Task(
+        name,
+        pair,
+        label_type,
+        main_metric,
+        read=partial(read, pair=pair, label_type=label_type),
+        unlabelled=partial(unlabelled, pair=pair),
+        featurize=partial(featurize, label_type=label_type),
+        collate=collate,
+        build_model=build_model,
+        load_model=load_model,
+        forward=forward,
+        loss=loss,
+        outputs=outputs,
+        assemble=assemble,
+        metrics=metrics,
+        decode=decode,
+        feature_kind="pair" if pair else "sequence",
+        default_head="cls",
+        heads=SEQUENCE_HEADS,
+    )
+
+
+TASKS.add(
+    "classification",
+    _task(
+        "classification", False, "class", classification_loss, classification_metrics, classification_decode, "accuracy"
+    ),
+)
+TASKS.add(
+    "pair", _task("pair", True, "class", classification_loss, classification_metrics, classification_decode, "accuracy")
+)
+TASKS.add(
+    "regression", _task("regression", True, "float", regression_loss, regression_metrics, regression_decode, "pearson")
+)

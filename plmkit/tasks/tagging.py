@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from plmkit.data.batching import length_mask, pad
-from plmkit.data.tagging import Sentence, spans_to_tags, tags_to_spans
+from plmkit.data.tagging import SCHEMES, Sentence, detect_scheme, read_tagged, spans_to_tags, tags_to_spans
 from plmkit.data.truncation import backend_and_layout
-from plmkit.errors import ConfigError
+from plmkit.errors import ConfigError, DataError
 from plmkit.models.tagger import HEADS, Tagger, load_encoder
 from plmkit.registry import TASKS
-from plmkit.tasks.base import Task, pad_hidden
+from plmkit.tasks.base import Featurized, Labels, Task, collate_tokens
 
 
 @dataclass
@@ -68,8 +71,7 @@ def _metaspace(pre_tokenizer) -> str | None:
     return None
 
 
-def _piece_tokens(backend, marker: str, units: Sequence[str],
-                  spaced: Sequence[bool] | None = None) -> list[list[int]]:
+def _piece_tokens(backend, marker: str, units: Sequence[str], spaced: Sequence[bool] | None = None) -> list[list[int]]:
     """Each unit's pieces as the continuation of the units before it: normalised, the word `marker`
     added only at the start and after a space (a space unit, or `spaced[k]`: a space before unit k);
     a unit that normalises to nothing or to space has none."""
@@ -103,7 +105,9 @@ def encode_sentences(sentences: Sequence[Sentence], tokenizer, scheme: str, unit
             tags = list(s.tags) if s.tags is not None else None
             out[i] = Encoded(s, list(s.units), _piece_tokens(backend, marker, unit_texts), tags)
     else:
-        for i, enc in zip(given, backend.encode_batch(words, is_pretokenized=True, add_special_tokens=False) if given else []):
+        for i, enc in zip(
+            given, backend.encode_batch(words, is_pretokenized=True, add_special_tokens=False) if given else []
+        ):
             s = sentences[i]
             tokens: list[list[int]] = [[] for _ in s.units]
             for token_id, w in zip(enc.ids, enc.word_ids):
@@ -190,8 +194,15 @@ def unit_bigrams(e: Encoded, buckets: int) -> list[tuple[int, int]]:
     return list(zip(ids, ids[1:]))
 
 
-def make_features(encoded: Sequence[Encoded], prefix: Sequence[int], suffix: Sequence[int], max_length: int,
-                  overlap: int, tag_index: dict[str, int] | None, bigram_buckets: int = 0) -> list[dict[str, Any]]:
+def make_features(
+    encoded: Sequence[Encoded],
+    prefix: Sequence[int],
+    suffix: Sequence[int],
+    max_length: int,
+    overlap: int,
+    tag_index: dict[str, int] | None,
+    bigram_buckets: int = 0,
+) -> list[dict[str, Any]]:
     """One feature per window: input_ids, the position of each unit's first sub-token, its tag id, and
     with `bigram_buckets` each unit's two hashed bigram ids (see `unit_bigrams`)."""
     budget = max_length - len(prefix) - len(suffix)
@@ -208,38 +219,46 @@ def make_features(encoded: Sequence[Encoded], prefix: Sequence[int], suffix: Seq
             if not unit_ids:
                 continue
             ids += list(suffix)
-            feats.append({
-                "input_ids": ids, "unit_pos": pos, "sentence": k, "window": (start, end), "unit_ids": unit_ids,
-                "tags": [tag_index[e.tags[u]] for u in unit_ids] if tag_index is not None and e.tags is not None else None,
-            })
+            feats.append(
+                {
+                    "input_ids": ids,
+                    "unit_pos": pos,
+                    "sentence": k,
+                    "window": (start, end),
+                    "unit_ids": unit_ids,
+                    "keep": pos,
+                    "segments": [1] * len(pos),  # what a feature-mode head reads: the units
+                    "tags": [tag_index[e.tags[u]] for u in unit_ids]
+                    if tag_index is not None and e.tags is not None
+                    else None,
+                }
+            )
             if bigrams is not None:
                 feats[-1]["bigrams"] = [bigrams[u] for u in unit_ids]
     return feats
 
 
-def collate_windows(items: list[tuple[int, int, dict[str, Any]]], pad_id: int) -> dict[str, torch.Tensor]:
-    feats = [f for _, _, f in items]
-    input_ids = pad([f["input_ids"] for f in feats], pad_id)  # (B, T)
-    lengths = torch.tensor([len(f["input_ids"]) for f in feats])  # (B,)
+def collate_windows(feats: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask (B, T); unit_pos, unit_mask (B, U); tags (B, U) when labelled; bigrams
+    (B, U, 2) when the windows carry them; hidden (B, T, H): cached states (mode=partial)."""
+    batch = collate_tokens(feats, pad_id)
     n_units = torch.tensor([len(f["unit_pos"]) for f in feats])  # (B,)
-    unit_pos = pad([f["unit_pos"] for f in feats], 0)  # (B, U)
-    batch = {
-        "input_ids": input_ids,
-        "attention_mask": length_mask(lengths, input_ids.shape[1]).long(),  # (B, T)
-        "unit_pos": unit_pos,
-        "unit_mask": length_mask(n_units, unit_pos.shape[1]),  # (B, U)
-    }
-    if feats[0]["tags"] is not None:
+    batch["unit_pos"] = pad([f["unit_pos"] for f in feats], 0)  # (B, U)
+    batch["unit_mask"] = length_mask(n_units, batch["unit_pos"].shape[1])  # (B, U)
+    if feats[0].get("tags") is not None:
         batch["tags"] = pad([f["tags"] for f in feats], 0)  # (B, U)
     if "bigrams" in feats[0]:
         batch["bigrams"] = pad([f["bigrams"] for f in feats], 0)  # (B, U, 2); 0 = padding
-    if "hidden" in feats[0]:
-        batch["hidden"] = pad_hidden(feats)  # (B, T, H): cached states (mode=partial)
     return batch
 
 
-def stitch(encoded: Sequence[Encoded], feats: Sequence[dict[str, Any]], window_tags: Sequence[list[int]],
-           labels: list[str], default: str) -> list[list[str]]:
+def stitch(
+    encoded: Sequence[Encoded],
+    feats: Sequence[dict[str, Any]],
+    window_tags: Sequence[list[int]],
+    labels: list[str],
+    default: str,
+) -> list[list[str]]:
     """Tags per unit of each sentence, each unit from the window where it sits furthest from a cut.
     Units with no tokens get `default` (O, or S in segmentation)."""
     out = [[default] * len(e.units) for e in encoded]
@@ -261,14 +280,26 @@ def ner_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str) -> di
     from seqeval.scheme import IOB2, IOBES
 
     gold, pred = [list(g) for g in gold], [list(p) for p in pred]  # seqeval takes lists only, not tuples
-    report = classification_report(gold, pred, mode="strict", scheme=IOBES if scheme == "bioes" else IOB2,
-                                   output_dict=True, zero_division=0)
+    report = classification_report(
+        gold, pred, mode="strict", scheme=IOBES if scheme == "bioes" else IOB2, output_dict=True, zero_division=0
+    )
     micro = report["micro avg"]
-    per_type = {k: {"precision": round(float(v["precision"]), 4), "recall": round(float(v["recall"]), 4),
-                    "f1": round(float(v["f1-score"]), 4), "support": int(v["support"])}
-                for k, v in report.items() if not k.endswith(" avg")}
-    return {"f1": float(micro["f1-score"]), "precision": float(micro["precision"]), "recall": float(micro["recall"]),
-            "per_type": per_type}
+    per_type = {
+        k: {
+            "precision": round(float(v["precision"]), 4),
+            "recall": round(float(v["recall"]), 4),
+            "f1": round(float(v["f1-score"]), 4),
+            "support": int(v["support"]),
+        }
+        for k, v in report.items()
+        if not k.endswith(" avg")
+    }
+    return {
+        "f1": float(micro["f1-score"]),
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "per_type": per_type,
+    }
 
 
 def span_scores(gold: list[set], pred: list[set]) -> dict[str, float]:
@@ -293,7 +324,11 @@ def char_spans(e: Encoded, tags: list[str], scheme: str) -> list[tuple[int, int,
 
 def ner_decode(e: Encoded, tags: list[str], scheme: str) -> dict[str, Any]:
     text = e.sentence.text
-    return {"entities": [{"text": text[a:b], "type": kind, "start": a, "end": b} for a, b, kind in char_spans(e, tags, scheme)]}
+    return {
+        "entities": [
+            {"text": text[a:b], "type": kind, "start": a, "end": b} for a, b, kind in char_spans(e, tags, scheme)
+        ]
+    }
 
 
 def cws_decode(e: Encoded, tags: list[str], scheme: str) -> dict[str, Any]:
@@ -302,29 +337,195 @@ def cws_decode(e: Encoded, tags: list[str], scheme: str) -> dict[str, Any]:
     return {"words": [text[a:b] for a, b, _ in char_spans(e, tags, scheme)]}
 
 
-@dataclass(frozen=True)
-class TaggingTask(Task):
-    schemes: tuple[str, ...] = ("bio",)  # the first is the scheme of JSONL data
-    heads: tuple[str, ...] = HEADS
-    default_head: str = "crf"
-    default_tag: str = "O"  # what a unit with no tokens is tagged
+# --- the task record's fields ------------------------------------------------------------------------------------
 
 
-def build_tagger(source: str, labels: list[str], dropout: float | None = None, trust_remote_code: bool = False, *,
-                 head: str = "crf", scheme: str = "bio", config=None, bigram_buckets: int = 0,
-                 bigram_dim: int = 64) -> Tagger:
+def read(spec: str, cfg, labelled: bool = True, *, task: str) -> list[Sentence]:
+    from plmkit.data.builtin import load_tagged_builtin
+
+    return load_tagged_builtin(spec) if spec.startswith("builtin:") else read_tagged(spec, task, cfg.encoding)
+
+
+def unlabelled(examples) -> list[Sentence]:
+    return [Sentence(ex.text, None) for ex in examples]
+
+
+def scheme_of(sentences: Sequence[Sentence], spec: str, *, task: str, schemes: tuple[str, ...]) -> str:
+    tags = {t for s in sentences if s.tags is not None for t in s.tags}
+    scheme = detect_scheme(tags) if tags else schemes[0]
+    if scheme not in schemes:
+        raise DataError(
+            f"task {task!r} takes {' or '.join(s.upper() for s in schemes)} tags; "
+            f"these are {scheme.upper()} ({', '.join(sorted(tags)[:8])})",
+            path=spec,
+        )
+    return scheme
+
+
+def label_set(encoded: Sequence[Encoded], scheme: str) -> list[str]:
+    """Every tag of the scheme for each type seen in training: O first when the scheme has it."""
+    kinds = sorted({t.partition("-")[2] for e in encoded for t in e.tags or () if t != "O"})
+    prefixes = {"bio": "BI", "bioes": "BIES", "bmes": "BMES"}[scheme]
+    tags = [f"{p}-{k}" if k else p for k in kinds for p in prefixes]
+    return (["O"] if scheme != "bmes" else []) + tags
+
+
+def check_known(encoded: Sequence[Encoded], labels: list[str], spec: str) -> None:
+    known = set(labels)
+    for e in encoded:
+        for i, tag in enumerate(e.tags or ()):
+            if tag not in known:
+                s = e.sentence
+                field = "tag" if s.units is not None else "entities"
+                raise DataError(
+                    f"tag {tag!r} was not seen in training (known: {', '.join(labels)})",
+                    path=s.path or spec,
+                    line=s.unit_line(i),
+                    field=field,
+                )
+
+
+def featurize(
+    sentences: Sequence[Sentence],
+    tokenizer,
+    cfg,
+    labels: Labels | None,
+    spec: str,
+    *,
+    task: str,
+    schemes: tuple[str, ...],
+) -> Featurized:
+    """Sentences tokenised unit by unit and cut into windows of `cfg.max_length` tokens that overlap by
+    `cfg.window_overlap`; the scheme and tag set are fitted on `sentences` when `labels` is None."""
+    labelled = bool(sentences) and all(s.tags is not None or s.spans is not None for s in sentences)
+    scheme = scheme_of(sentences, spec, task=task, schemes=schemes) if labelled or labels is None else None
+    scheme = labels.scheme if labels is not None else scheme
+    encoded = encode_sentences(sentences, tokenizer, scheme, cfg.unit_tokens)
+    labels = labels or Labels(label_set(encoded, scheme), scheme)
+    index = None
+    if labelled:
+        check_known(encoded, labels.names, spec)
+        index = {tag: i for i, tag in enumerate(labels.names)}
+    prefix, suffix = backend_and_layout(tokenizer)[1].single
+    items = make_features(encoded, prefix, suffix, cfg.max_length, cfg.window_overlap, index, cfg.bigram_buckets)
+    return Featurized(list(sentences), items, labels, [e.tags for e in encoded] if labelled else None, encoded)
+
+
+def build_tagger(
+    source: str,
+    labels: list[str],
+    dropout: float | None = None,
+    trust_remote_code: bool = False,
+    *,
+    head: str = "crf",
+    scheme: str = "bio",
+    config=None,
+    bigram_buckets: int = 0,
+    bigram_dim: int = 64,
+) -> Tagger:
     """A tagger on the pretrained encoder at `source` (or a fresh encoder from `config`, to load saved weights into)."""
-    return Tagger(load_encoder(source, config, trust_remote_code), labels, head, scheme, dropout,
-                  bigram_buckets=bigram_buckets, bigram_dim=bigram_dim)
+    return Tagger(
+        load_encoder(source, config, trust_remote_code),
+        labels,
+        head,
+        scheme,
+        dropout,
+        bigram_buckets=bigram_buckets,
+        bigram_dim=bigram_dim,
+    )
 
 
-def tagging_loss(model: Tagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    emissions = model(batch["input_ids"], batch["attention_mask"], batch["unit_pos"], batch["unit_mask"],
-                      inputs_embeds=batch.get("hidden"), bigrams=batch.get("bigrams"))  # (B, U, L)
-    return model.loss(emissions, batch["tags"], batch["unit_mask"])
+def build_model(source: str, labels: Labels, cfg, tokenizer) -> Tagger:
+    return build_tagger(
+        source,
+        labels.names,
+        cfg.dropout,
+        cfg.trust_remote_code,
+        head=cfg.head,
+        scheme=labels.scheme,
+        bigram_buckets=cfg.bigram_buckets,
+        bigram_dim=cfg.bigram_dim,
+    )
 
 
-TASKS.add("ner", TaggingTask("ner", False, "tags", build_tagger, tagging_loss, ner_metrics, ner_decode, "f1",
-                             kind="tagging", schemes=("bio", "bioes")))
-TASKS.add("cws", TaggingTask("cws", False, "tags", build_tagger, tagging_loss, cws_metrics, cws_decode, "f1",
-                             kind="tagging", schemes=("bmes",), default_tag="S"))
+def load_model(source: str, meta: dict[str, Any]) -> Tagger:
+    from safetensors.torch import load_file
+
+    from plmkit.errors import ModelError
+    from plmkit.models.encoders import load_config
+
+    if meta.get("scheme") not in SCHEMES or meta.get("head") not in HEADS:
+        raise ModelError(f"{source}/plmkit.json: no valid 'scheme' and 'head' for a tagging model")
+    model = build_tagger(
+        source,
+        meta["labels"],
+        head=meta["head"],
+        scheme=meta["scheme"],
+        config=load_config(source),
+        bigram_buckets=meta.get("bigram_buckets", 0),
+        bigram_dim=meta.get("bigram_dim", 64),
+    )
+    model.load_hf_state_dict(load_file(str(Path(source) / "model.safetensors")))
+    return model
+
+
+def forward(model: Tagger, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Emissions (B, U, K); from the cached states `hidden` when the batch has them (mode=partial's top view)."""
+    return model(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["unit_pos"],
+        batch["unit_mask"],
+        inputs_embeds=batch.get("hidden"),
+        bigrams=batch.get("bigrams"),
+    )
+
+
+def tagging_loss(model, emissions: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model.loss(emissions, batch["tags"], batch["unit_mask"])  # emissions (B, U, K), tags (B, U)
+
+
+def outputs(model, emissions: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[list[int]]:
+    """The best tag ids of each window's units (a CRF head decodes with Viterbi)."""
+    decoded = model.decode(emissions, batch["unit_mask"]).cpu()  # (B, U)
+    return [row[:n].tolist() for row, n in zip(decoded, batch["unit_mask"].sum(1).tolist())]
+
+
+def metrics_of(score) -> Any:
+    return lambda data, pred: score(data.gold, pred, data.labels.scheme)
+
+
+def decoder(decode) -> Any:
+    return lambda data, pred: [
+        {"text": e.sentence.text} | decode(e, tags, data.labels.scheme) for e, tags in zip(data.context, pred)
+    ]
+
+
+def _task(name: str, schemes: tuple[str, ...], score, decode, default_tag: str) -> Task:
+    return Task(
+        name,
+        False,
+        "tags",
+        "f1",
+        read=partial(read, task=name),
+        unlabelled=unlabelled,
+        featurize=partial(featurize, task=name, schemes=schemes),
+        collate=collate_windows,
+        build_model=build_model,
+        load_model=load_model,
+        forward=forward,
+        loss=tagging_loss,
+        outputs=outputs,
+        assemble=lambda data, out: stitch(data.context, data.items, out, data.labels.names, default_tag),
+        metrics=metrics_of(score),
+        decode=decoder(decode),
+        target_key="tags",
+        feature_kind="tagging",
+        default_head="crf",
+        heads=HEADS,
+        count_name="sentences",
+    )
+
+
+TASKS.add("ner", _task("ner", ("bio", "bioes"), ner_metrics, ner_decode, "O"))
+TASKS.add("cws", _task("cws", ("bmes",), cws_metrics, cws_decode, "S"))  # a unit with no tokens is a word alone

@@ -14,16 +14,23 @@ import math
 import mmap
 import os
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from plmkit.io import atomic_path
 
-_DTYPES = {"F16": torch.float16, "F32": torch.float32, "BF16": torch.bfloat16, "I64": torch.int64,
-           "I32": torch.int32, "I8": torch.int8, "U8": torch.uint8}
+_DTYPES = {
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+}
 _NAMES = {v: k for k, v in _DTYPES.items()}
 
 
@@ -32,8 +39,9 @@ class CacheFormatError(ValueError):
 
 
 @contextmanager
-def write_mapped(path: str | Path, specs: dict[str, tuple[torch.dtype, tuple[int, ...]]],
-                 metadata: dict[str, str] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+def write_mapped(
+    path: str | Path, specs: dict[str, tuple[torch.dtype, tuple[int, ...]]], metadata: dict[str, str] | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
     """Yield writable tensors (zeros) of the given dtypes and shapes, mapped onto a new safetensors
     file; when the block ends they are flushed and the file replaces `path` in one rename (on an
     error nothing is left behind)."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -95,8 +96,10 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -
         load_model(model, str(path / "model.safetensors"))
     except RuntimeError as e:  # another task, head, mode or freeze_layers than the run that wrote it
         first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))[:200]
-        raise TrainingError(f"{path}: the checkpoint does not fit this model ({first}); resume with the options "
-                            "of the run that wrote it") from None
+        raise TrainingError(
+            f"{path}: the checkpoint does not fit this model ({first}); resume with the options "
+            "of the run that wrote it"
+        ) from None
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     return LoopState(**json.loads((path / "loop_state.json").read_text()))
@@ -108,6 +111,189 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
 
 def _is_better(value: float, best: float | None, greater_is_better: bool) -> bool:
     return best is None or (value > best if greater_is_better else value < best)
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between its steps."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # wrapped by Accelerate
+    optimizer: Any
+    scheduler: Any
+    loader: DataLoader
+    sampler: BucketBatchSampler
+    dataset: EpochDataset
+    state: LoopState
+    cfg: LoopConfig
+    checkpoint_path: Path
+    started: float  # time.monotonic() at the start, less the seconds of the run being resumed
+
+    def out_of_budget(self) -> bool:
+        cfg, state = self.cfg, self.state
+        return bool(
+            (cfg.max_steps and state.step >= cfg.max_steps)
+            or (cfg.time_budget_minutes and time.monotonic() - self.started >= 60 * cfg.time_budget_minutes)
+        )
+
+    def checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            _save_checkpoint(
+                self.checkpoint_path,
+                self.accelerator.unwrap_model(self.model),
+                self.optimizer,
+                self.scheduler,
+                self.state,
+            )
+
+
+OptimizerFn = Callable[[torch.nn.Module], torch.optim.Optimizer]
+ScheduleFn = Callable[[torch.optim.Optimizer, int, Callable[[], float] | None], Any]
+
+
+def setup(
+    model: torch.nn.Module,
+    features: Sequence[dict[str, Any]],
+    lengths: Sequence[int],
+    collate: Callable,
+    cfg: LoopConfig,
+    output_dir: Path,
+    *,
+    optimizer: OptimizerFn,
+    schedule: ScheduleFn,
+    resume: bool,
+    find_unused_parameters: bool,
+) -> Run:
+    """Accelerator, batches, optimiser and schedule, all prepared; the loop's state, from the checkpoint
+    when resuming. `optimizer(model)` builds the optimiser; `schedule(optimizer, total_steps, time_fraction)`
+    its learning-rate schedule."""
+    # parameters frozen after wrapping (gradual unfreezing) get no gradient: DDP must be told to expect that
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    # accelerate keeps its state process-wide: a second run in the same process with another precision
+    # would be refused, so each run starts from a fresh state (the distributed process group is kept)
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    precision = resolve_precision(cfg.mixed_precision)
+    accelerator = Accelerator(
+        mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum, kwargs_handlers=handlers
+    )
+    prefer_fast_attention(model, precision, accelerator.device)
+    set_seed(cfg.seed)
+    dataset = EpochDataset(features)
+    sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.bucket_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    opt = optimizer(model)
+    total_steps = math.ceil(len(sampler) / cfg.grad_accum) * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    started = time.monotonic()
+    time_fraction = None
+    if cfg.time_budget_minutes:
+        time_fraction = lambda: (time.monotonic() - started) / (60 * cfg.time_budget_minutes)  # noqa: E731
+    scheduler = schedule(opt, total_steps, time_fraction)
+    model, opt, loader, scheduler = accelerator.prepare(model, opt, loader, scheduler)
+    path = output_dir / "checkpoint"
+    state = LoopState()
+    if resume:
+        found = existing_dir(path)
+        if found is None:
+            raise TrainingError(f"{path}: no checkpoint to resume from")
+        state = _load_checkpoint(found, accelerator.unwrap_model(model), opt, scheduler)
+        accelerator.print(f"resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batches_done})")
+    started = time.monotonic() - state.seconds  # time_fraction reads this too: a resumed run keeps its budget
+    return Run(accelerator, model, opt, scheduler, loader, sampler, dataset, state, cfg, path, started)
+
+
+def run_epoch(run: Run, loss_fn: LossFn, callbacks: Sequence[Callback], before_batch: Callback | None) -> None:
+    """The batches of the current epoch (the rest of it, when resuming mid-epoch), or up to the budget."""
+    accelerator, model, optimizer, state, cfg = run.accelerator, run.model, run.optimizer, run.state, run.cfg
+    run.sampler.set_epoch(state.epoch)
+    run.dataset.epoch = state.epoch
+    batches = accelerator.skip_first_batches(run.loader, state.batches_done) if state.batches_done else run.loader
+    model.train()
+    bar = tqdm(
+        total=len(run.loader),
+        initial=state.batches_done,
+        desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+        disable=not (cfg.progress and accelerator.is_local_main_process),
+        leave=False,
+    )
+    running, count = 0.0, 0
+    for batch in batches:
+        # dropout draws from a stream keyed by (seed, epoch, batch): a resumed run replays it exactly
+        torch.manual_seed(batch_seed(cfg.seed, state.epoch, state.batches_done))
+        if before_batch is not None:
+            before_batch(state)
+        with accelerator.accumulate(model):
+            loss = loss_fn(model, batch)
+            if not torch.isfinite(loss.detach()):
+                raise TrainingError(
+                    f"loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                    "training stopped and nothing was saved from this step: lower lr or check the data"
+                )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                state.lrs = [g["lr"] for g in optimizer.param_groups]
+            if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            run.scheduler.step()
+            optimizer.zero_grad()
+        state.batches_done += 1
+        running, count = running + loss.item(), count + 1
+        bar.update(1)
+        if accelerator.sync_gradients:
+            state.step += 1
+            if state.step % cfg.log_steps == 0:
+                state.losses.append([state.step, running / count])
+                bar.set_postfix(loss=f"{running / count:.4f}")
+                running, count = 0.0, 0
+            state.seconds = time.monotonic() - run.started
+            if cfg.save_steps and state.step % cfg.save_steps == 0:
+                run.checkpoint()
+            for callback in callbacks:
+                callback(state)
+            if run.out_of_budget():
+                break
+    bar.close()
+
+
+def end_of_epoch(
+    run: Run,
+    evaluate: EvalFn | None,
+    metric: str,
+    greater_is_better: bool,
+    save_best: Callable[[torch.nn.Module, LoopState], None] | None,
+) -> bool:
+    """Evaluate, keep the best model, checkpoint; True when early stopping ends the run."""
+    accelerator, model, state, cfg = run.accelerator, run.model, run.state, run.cfg
+    finished_epoch = state.batches_done >= len(run.loader)
+    record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step}
+    if evaluate is not None:
+        model.eval()
+        with torch.no_grad():
+            record.update(evaluate(model, accelerator))
+        model.train()
+    state.seconds = time.monotonic() - run.started
+    record["seconds"] = round(state.seconds, 2)
+    state.history.append(record)
+    accelerator.print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    value = record.get(metric)
+    if value is not None and _is_better(value, state.best_metric, greater_is_better):
+        state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+        if save_best is not None and accelerator.is_main_process:
+            save_best(accelerator.unwrap_model(model), state)
+    elif value is not None:
+        state.bad_epochs += 1
+    if finished_epoch:
+        state.epoch, state.batches_done = state.epoch + 1, 0
+    run.checkpoint()
+    if cfg.patience and state.bad_epochs >= cfg.patience:
+        state.stopped_early = True
+        accelerator.print(f"early stopping: no improvement in {metric} for {cfg.patience} epochs")
+        return True
+    return False
 
 
 def train_loop(
@@ -127,131 +313,35 @@ def train_loop(
     callbacks: Sequence[Callback] = (),
     before_batch: Callback | None = None,
     find_unused_parameters: bool = False,
-    param_groups: list[dict[str, Any]] | None = None,
+    optimizer: OptimizerFn | None = None,
+    schedule: ScheduleFn | None = None,
 ) -> LoopState:
     """Train `model` on `features`; `loss_fn(model, batch)` returns the scalar loss.
 
     After each epoch, `evaluate` returns dev metrics; when `metric` improves,
     `save_best(model, state)` writes the model. A checkpoint for `resume` is kept in
     `output_dir/checkpoint`. `before_batch(state)` runs before every batch (gradual unfreezing
-    sets `requires_grad` there); `callbacks(state)` after every optimiser step.
+    sets `requires_grad` there); `callbacks(state)` after every optimiser step. `optimizer(model)`
+    and `schedule(optimizer, total_steps, time_fraction)` default to AdamW over `cfg`'s weight decay
+    and `cfg.schedule` (plmkit.train.optim).
     """
-    output_dir = Path(output_dir)
-    # parameters frozen after wrapping (gradual unfreezing) get no gradient: DDP must be told to expect that
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
-    # accelerate keeps its state process-wide: a second run in the same process with another precision
-    # would be refused, so each run starts from a fresh state (the distributed process group is kept)
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    precision = resolve_precision(cfg.mixed_precision)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
-                              kwargs_handlers=handlers)
-    prefer_fast_attention(model, precision, accelerator.device)
-    set_seed(cfg.seed)
-    dataset = EpochDataset(features)
-    sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.bucket_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
-    optimizer = build_optimizer(model, cfg, param_groups)
-    steps_per_epoch = math.ceil(len(sampler) / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    started = time.monotonic()
-    time_fraction = None
-    if cfg.time_budget_minutes:
-        time_fraction = lambda: (time.monotonic() - started) / (60 * cfg.time_budget_minutes)  # noqa: E731
-    scheduler = build_schedule(optimizer, cfg, total_steps, time_fraction)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-
-    ckpt_path = output_dir / "checkpoint"
-    state = LoopState()
-    if resume:
-        found = existing_dir(ckpt_path)
-        if found is None:
-            raise TrainingError(f"{ckpt_path}: no checkpoint to resume from")
-        state = _load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
-        accelerator.print(f"resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batches_done})")
-
-    def checkpoint() -> None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            _save_checkpoint(ckpt_path, accelerator.unwrap_model(model), optimizer, scheduler, state)
-
-    started = time.monotonic() - state.seconds
-    out_of_budget = lambda: (cfg.max_steps and state.step >= cfg.max_steps) or (  # noqa: E731
-        cfg.time_budget_minutes and time.monotonic() - started >= 60 * cfg.time_budget_minutes
+    optimizer = optimizer or (lambda m: build_optimizer(m, cfg))
+    schedule = schedule or (lambda opt, total, fraction: build_schedule(opt, cfg, total, fraction))
+    run = setup(
+        model,
+        features,
+        lengths,
+        collate,
+        cfg,
+        Path(output_dir),
+        optimizer=optimizer,
+        schedule=schedule,
+        resume=resume,
+        find_unused_parameters=find_unused_parameters,
     )
-    while state.epoch < cfg.epochs and not out_of_budget():
-        sampler.set_epoch(state.epoch)
-        dataset.epoch = state.epoch
-        batches = accelerator.skip_first_batches(loader, state.batches_done) if state.batches_done else loader
-        model.train()
-        bar = tqdm(
-            total=len(loader), initial=state.batches_done, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-            disable=not (cfg.progress and accelerator.is_local_main_process), leave=False,
-        )
-        running, count = 0.0, 0
-        for batch in batches:
-            # dropout draws from a stream keyed by (seed, epoch, batch): a resumed run replays it exactly
-            torch.manual_seed(batch_seed(cfg.seed, state.epoch, state.batches_done))
-            if before_batch is not None:
-                before_batch(state)
-            with accelerator.accumulate(model):
-                loss = loss_fn(model, batch)
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
-                        "training stopped and nothing was saved from this step: lower lr or check the data"
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    state.lrs = [g["lr"] for g in optimizer.param_groups]
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            state.batches_done += 1
-            running, count = running + loss.item(), count + 1
-            bar.update(1)
-            if accelerator.sync_gradients:
-                state.step += 1
-                if state.step % cfg.log_steps == 0:
-                    state.losses.append([state.step, running / count])
-                    bar.set_postfix(loss=f"{running / count:.4f}")
-                    running, count = 0.0, 0
-                state.seconds = time.monotonic() - started
-                if cfg.save_steps and state.step % cfg.save_steps == 0:
-                    checkpoint()
-                for callback in callbacks:
-                    callback(state)
-                if out_of_budget():
-                    break
-        bar.close()
-        finished_epoch = state.batches_done >= len(loader)
-        record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step}
-        if evaluate is not None:
-            model.eval()
-            with torch.no_grad():
-                record.update(evaluate(model, accelerator))
-            model.train()
-        state.seconds = time.monotonic() - started
-        record["seconds"] = round(state.seconds, 2)
-        state.history.append(record)
-        accelerator.print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        value = record.get(metric)
-        if value is not None and _is_better(value, state.best_metric, greater_is_better):
-            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-            if save_best is not None and accelerator.is_main_process:
-                save_best(accelerator.unwrap_model(model), state)
-        elif value is not None:
-            state.bad_epochs += 1
-        if finished_epoch:
-            state.epoch, state.batches_done = state.epoch + 1, 0
-        checkpoint()
-        if cfg.patience and state.bad_epochs >= cfg.patience:
-            state.stopped_early = True
-            accelerator.print(f"early stopping: no improvement in {metric} for {cfg.patience} epochs")
+    while run.state.epoch < cfg.epochs and not run.out_of_budget():
+        run_epoch(run, loss_fn, callbacks, before_batch)
+        if end_of_epoch(run, evaluate, metric, greater_is_better, save_best):
             break
-    accelerator.wait_for_everyone()
-    return state
+    run.accelerator.wait_for_everyone()
+    return run.state

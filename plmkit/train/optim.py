@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -24,8 +25,9 @@ def decays(name: str) -> bool:
     return not name.endswith(_NO_DECAY)
 
 
-def default_param_groups(model: torch.nn.Module, weight_decay: float,
-                         lr_of: Callable[[str], float | None] | None = None) -> list[dict[str, Any]]:
+def default_param_groups(
+    model: torch.nn.Module, weight_decay: float, lr_of: Callable[[str], float | None] | None = None
+) -> list[dict[str, Any]]:
     """Weight decay on weights, none on biases and layer norms; `lr_of(name)`, when given,
     sets a parameter's own learning rate (None: the optimiser's)."""
     groups: dict[tuple[bool, float | None], list[torch.nn.Parameter]] = {}
@@ -33,11 +35,15 @@ def default_param_groups(model: torch.nn.Module, weight_decay: float,
         if p.requires_grad:
             key = (decays(name), lr_of(name) if lr_of else None)
             groups.setdefault(key, []).append(p)
-    return [{"params": params, "weight_decay": weight_decay if decay else 0.0} | ({"lr": lr} if lr is not None else {})
-            for (decay, lr), params in groups.items()]
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0} | ({"lr": lr} if lr is not None else {})
+        for (decay, lr), params in groups.items()
+    ]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: LoopConfig, groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, cfg: LoopConfig, groups: list[dict[str, Any]] | None = None
+) -> torch.optim.Optimizer:
     groups = groups if groups is not None else default_param_groups(model, cfg.weight_decay)
     groups = [g for g in groups if g["params"]]
     # multi-tensor kernels instead of a Python loop over the tensors (the default on CPU), same arithmetic.
@@ -70,11 +76,16 @@ def check_schedule(cfg: LoopConfig) -> None:
     if cfg.schedule == "stlr" and not 0.0 < cfg.cut_frac < 1.0:
         raise ConfigError(f"cut_frac: {cfg.cut_frac} is not between 0 and 1 (exclusive)")
     if cfg.schedule == "stlr" and not cfg.ratio >= 1.0:
-        raise ConfigError(f"ratio: {cfg.ratio} is below 1; it is how many times smaller the lowest rate is than the peak")
+        raise ConfigError(
+            f"ratio: {cfg.ratio} is below 1; it is how many times smaller the lowest rate is than the peak"
+        )
 
 
 def build_schedule(
-    optimizer: torch.optim.Optimizer, cfg: LoopConfig, total_steps: int, time_fraction: Callable[[], float] | None = None
+    optimizer: torch.optim.Optimizer,
+    cfg: LoopConfig,
+    total_steps: int,
+    time_fraction: Callable[[], float] | None = None,
 ) -> LambdaLR:
     """`time_fraction`, when given, is the share of a time budget used so far: progress is then
     whichever is further along, steps or time, so a run cut by its budget still decays to 0."""
@@ -93,7 +104,8 @@ def build_schedule(
 
 # ---- fine-tuning tricks: layer groups, discriminative rates, gradual unfreezing ----
 
-# a transformer block: `.layer.3.` (BERT), `.layers.3.`, `.h.3.` (GPT-2), `.albert_layer_groups.0.` (ALBERT: one shared group)
+# a transformer block: `.layer.3.` (BERT), `.layers.3.`, `.h.3.` (GPT-2),
+# `.albert_layer_groups.0.` (ALBERT: one shared group)
 _LAYER = re.compile(r"(?:^|\.)(?:\w*_)?(?:layer|layers|h|layer_groups)\.(\d+)\.")
 
 
@@ -127,7 +139,9 @@ def named_layer_groups(model: torch.nn.Module) -> list[tuple[str, list[str]]]:
             rest.append(name)
     ordered = [layers[i] for i in sorted(layers)] or [[]]
     ordered[-1] = ordered[-1] + rest
-    groups = [("embeddings", embeddings)] + [(f"layer.{k}", names) for k, names in enumerate(ordered)] + [("head", head)]
+    groups = (
+        [("embeddings", embeddings)] + [(f"layer.{k}", names) for k, names in enumerate(ordered)] + [("head", head)]
+    )
     return [(group, names) for group, names in groups if names]
 
 
@@ -143,8 +157,9 @@ def discriminative_lrs(n_layer_groups: int, lr: float, decay: float, head_lr: fl
     return [lr * decay**n_layer_groups] + layers + [head_lr if head_lr is not None else lr]
 
 
-def finetune_param_groups(model: torch.nn.Module, weight_decay: float, lr: float, layer_lr_decay: float = 1.0,
-                          head_lr: float | None = None) -> list[dict[str, Any]]:
+def finetune_param_groups(
+    model: torch.nn.Module, weight_decay: float, lr: float, layer_lr_decay: float = 1.0, head_lr: float | None = None
+) -> list[dict[str, Any]]:
     """Optimiser groups per layer group, each split by weight decay, with its own peak "lr" and a "name"
     ("embeddings", "layer.3", "head"; "….no_decay" for biases and layer norms). Every parameter is in
     one, trainable or not: a frozen one gets no gradient, which AdamW skips."""
@@ -158,8 +173,14 @@ def finetune_param_groups(model: torch.nn.Module, weight_decay: float, lr: float
         for decay in (True, False):
             chosen = [params[n] for n in names if decays(n) == decay]
             if chosen:
-                out.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0, "lr": rate_of[group],
-                            "name": group if decay else f"{group}.no_decay"})
+                out.append(
+                    {
+                        "params": chosen,
+                        "weight_decay": weight_decay if decay else 0.0,
+                        "lr": rate_of[group],
+                        "name": group if decay else f"{group}.no_decay",
+                    }
+                )
     return out
 
 
@@ -169,7 +190,7 @@ def unfrozen_count(epoch: int, step: int, every: int, n_groups: int) -> int:
     return min(n_groups, 1 + (epoch if every == 0 else step // every))
 
 
-def gradual_unfreezer(model: torch.nn.Module, groups: list[list[str]], every: int) -> Callable[["LoopState"], None]:
+def gradual_unfreezer(model: torch.nn.Module, groups: list[list[str]], every: int) -> Callable[[LoopState], None]:
     """The loop's `before_batch`: the top `unfrozen_count(...)` of `groups` trainable, the rest frozen.
     It reads only state.epoch and state.step, so it is idempotent and a resumed run freezes the same."""
     params = dict(model.named_parameters())
@@ -184,7 +205,9 @@ def gradual_unfreezer(model: torch.nn.Module, groups: list[list[str]], every: in
     return before_batch
 
 
-def finetune_setup(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[dict[str, Any]], Callable[["LoopState"], None] | None]:
+def finetune_setup(
+    model: torch.nn.Module, cfg: TrainConfig
+) -> tuple[list[dict[str, Any]], Callable[[LoopState], None] | None]:
     """(param_groups, before_batch) for `train_loop` from the fine-tuning options; call it before any freezing."""
     if not 0.0 < cfg.layer_lr_decay <= 1.0:
         raise ConfigError(f"layer_lr_decay: {cfg.layer_lr_decay} is not in (0, 1]; 1 gives every layer the same rate")
@@ -194,9 +217,11 @@ def finetune_setup(model: torch.nn.Module, cfg: TrainConfig) -> tuple[list[dict[
     groups = finetune_param_groups(model, cfg.loop.weight_decay, cfg.loop.lr, cfg.layer_lr_decay, cfg.head_lr)
     before_batch = gradual_unfreezer(model, layer_groups(model), cfg.unfreeze_every) if cfg.gradual_unfreeze else None
     if cfg.gradual_unfreeze and (cfg.freeze_layers or cfg.mode == "partial"):
-        raise ConfigError("gradual_unfreeze: not with mode=partial (it trains a fixed top over cached layers)"
-                          if cfg.mode == "partial" else
-                          "freeze_layers: not with gradual_unfreeze (it decides what is frozen itself)")
+        raise ConfigError(
+            "gradual_unfreeze: not with mode=partial (it trains a fixed top over cached layers)"
+            if cfg.mode == "partial"
+            else "freeze_layers: not with gradual_unfreeze (it decides what is frozen itself)"
+        )
     if cfg.freeze_layers:
         freeze_bottom(model, cfg.freeze_layers)
         groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
@@ -210,8 +235,9 @@ def freeze_bottom(model: torch.nn.Module, n_layers: int) -> None:
     named = named_layer_groups(model)
     n = sum(group.startswith("layer.") for group, _ in named)
     if not 0 <= n_layers < n:
-        raise ConfigError(f"freeze_layers: {n_layers} is not in [0, {n - 1}] (the model has {n} layers; "
-                          "at least the top one trains)")
+        raise ConfigError(
+            f"freeze_layers: {n_layers} is not in [0, {n - 1}] (the model has {n} layers; at least the top one trains)"
+        )
     params = dict(model.named_parameters())
     frozen = {"embeddings"} | {f"layer.{k}" for k in range(n_layers)}
     for group, names in named:

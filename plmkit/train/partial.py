@@ -9,35 +9,41 @@ T tokens, H hidden.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from plmkit.models.partial import run_bottom
+from plmkit.train.infer import evaluating, in_sorted_batches
 
 
-def cache_hidden(bottom: torch.nn.Module, feats: Sequence[dict[str, Any]], collate, batch_size: int,
-                 precision: str, progress: bool = False, desc: str = "caching") -> list[torch.Tensor]:
+def cache_hidden(
+    bottom: torch.nn.Module,
+    feats: Sequence[dict[str, Any]],
+    collate,
+    batch_size: int,
+    precision: str,
+    progress: bool = False,
+    desc: str = "caching",
+) -> list[torch.Tensor]:
     """Hidden states (T_i, H) after the bottom layers, one per encoded example (anything with
     input_ids that `collate` batches), in input order: fp16 under mixed precision (the top reads
     them in 16 bits anyway), fp32 without, so an fp32 run trains exactly as fine-tuning would."""
-    from tqdm.auto import tqdm
-
     device = next(bottom.parameters()).device
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]["input_ids"]))
-    out: list[torch.Tensor | None] = [None] * len(feats)
-    was_training = bottom.training
-    bottom.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
-        idx = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([(0, i, feats[i]) for i in idx]).items()}
+
+    def run(idx: list[int]) -> list[torch.Tensor]:
+        batch = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             hidden = run_bottom(bottom, batch)  # (B, T, H)
-        for row, i in enumerate(idx):
-            out[i] = hidden[row, : len(feats[i]["input_ids"])].to("cpu", torch.float16 if dtype else torch.float32)
-    bottom.train(was_training)
-    return out  # type: ignore[return-value]
+        return [
+            hidden[row, : len(feats[i]["input_ids"])].to("cpu", torch.float16 if dtype else torch.float32)
+            for row, i in enumerate(idx)
+        ]
+
+    with evaluating(bottom):
+        return in_sorted_batches([len(f["input_ids"]) for f in feats], batch_size, run, progress=progress, desc=desc)
 
 
 def with_hidden(feats: Sequence[dict[str, Any]], hidden: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
@@ -46,8 +52,9 @@ def with_hidden(feats: Sequence[dict[str, Any]], hidden: Sequence[torch.Tensor])
     return [{**f, "hidden": h} for f, h in zip(feats, hidden)]
 
 
-def prepare(model: torch.nn.Module, cfg, train_feats: list[dict[str, Any]], dev_feats: list[dict[str, Any]],
-            collate) -> tuple[torch.nn.Module, list[dict[str, Any]], list[dict[str, Any]]]:
+def prepare(
+    model: torch.nn.Module, cfg, train_feats: list[dict[str, Any]], dev_feats: list[dict[str, Any]], collate
+) -> tuple[torch.nn.Module, list[dict[str, Any]], list[dict[str, Any]]]:
     """(top view to train, train and dev examples with their cached states): split `model` below
     layer `cfg.freeze_layers` and run the bottom once over both sets, on the device and in the
     precision the loop will use."""
@@ -61,6 +68,10 @@ def prepare(model: torch.nn.Module, cfg, train_feats: list[dict[str, Any]], dev_
     device = PartialState().device
     model.to(device)
     prefer_fast_attention(model, precision, device)
-    run = lambda feats, desc: with_hidden(feats, cache_hidden(  # noqa: E731
-        bottom, feats, collate, cfg.loop.eval_batch_size, precision, cfg.loop.progress, desc))
+
+    def run(feats, desc):
+        return with_hidden(
+            feats, cache_hidden(bottom, feats, collate, cfg.loop.eval_batch_size, precision, cfg.loop.progress, desc)
+        )
+
     return top, run(train_feats, "caching train"), run(dev_feats, "caching dev")

@@ -1,0 +1,328 @@
+"""The one runner: train, evaluate, predict and load, for every registered task and every mode.
+
+The task record (plmkit.tasks.base) owns the data path and the scores; the mode decides what the
+loop trains and how batches reach it:
+- finetune: the task model, every layer (or the top of it, with freeze_layers) trained;
+- partial: the same model, its frozen bottom run once and cached, the top trained on the cache
+  (plmkit.train.partial);
+- features: the encoder frozen and run once, every layer cached, a small head trained on the cache
+  (plmkit.train.features).
+A mode returns a Plan; everything else here is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from plmkit import __version__
+from plmkit.config import TrainConfig, check_applicable, to_dict
+from plmkit.errors import ConfigError, DataError, ModelError
+from plmkit.models.encoders import (
+    check_tokenizer_matches,
+    load_config,
+    load_tokenizer,
+    model_limit,
+    read_plmkit_meta,
+    resolve_model,
+)
+from plmkit.models.saving import save_model_dir
+from plmkit.registry import TASKS
+from plmkit.tasks.base import Featurized, Labels, Task
+from plmkit.train.infer import run_model
+from plmkit.train.loop import LoopState, train_loop
+from plmkit.train.optim import build_optimizer
+from plmkit.train.plan import Plan, check_finite
+
+
+def tasks() -> None:
+    import plmkit.tasks.classification  # noqa: F401  (each registers its tasks)
+    import plmkit.tasks.tagging  # noqa: F401
+
+
+@dataclass
+class Loaded:
+    """A model directory that `train` wrote, ready to predict."""
+
+    task: Task
+    tokenizer: Any
+    meta: dict[str, Any]
+    cfg: TrainConfig  # the options that shape the data, as the model was trained with
+    labels: Labels
+    model: Any  # the task model; in feature mode (encoder, head model)
+    outputs: Callable[[list[dict[str, Any]], bool], list[Any]]  # (items, progress) -> the task's outputs per item
+
+
+def default_dev(train_spec: str, dev_spec: str | None) -> str | None:
+    """A builtin data set's dev split when no dev data is named."""
+    if dev_spec is None and train_spec.startswith("builtin:"):
+        return ":".join(train_spec.split(":")[:2]) + ":dev"
+    return dev_spec
+
+
+def open_model(cfg: TrainConfig) -> tuple[str, Any]:
+    """(resolved source, tokenizer) of `cfg.model`, with max_length checked against the model's limit."""
+    source = resolve_model(cfg.model)
+    model_config = load_config(source, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    limit = model_limit(model_config)
+    if limit is not None and cfg.max_length > limit:
+        raise ConfigError(f"max_length: {cfg.max_length} is above the model's limit of {limit} tokens ({source})")
+    check_tokenizer_matches(source, tokenizer, model_config)
+    return source, tokenizer
+
+
+def resolve_head(task: Task, cfg: TrainConfig) -> str | None:
+    if cfg.mode == "features":
+        from plmkit.models.feature_heads import DEFAULT_HEADS, FEATURE_HEADS
+
+        head, known = cfg.head or DEFAULT_HEADS[task.feature_kind], FEATURE_HEADS[task.feature_kind]
+        problem = f"{head!r} is not a feature-mode head for this task"
+    else:
+        head, known = cfg.head or task.default_head, task.heads
+        problem = f"unknown {head!r} for task {task.name!r}"
+    if head not in known:
+        raise ConfigError(f"head: {problem}; known: {', '.join(known)}")
+    return head
+
+
+def best_model_saver(output: Path, tokenizer, meta: dict[str, Any]) -> Callable[[torch.nn.Module, LoopState], None]:
+    """What the loop calls when the dev metric improves: the model directory, plmkit.json last."""
+
+    def save_best(model, state: LoopState) -> None:
+        check_finite(model)
+        best = state.history[-1] if state.history else {}
+        save_model_dir(
+            output, model, tokenizer, {"plmkit.json": meta | {"dev_metrics": best, "history": state.history}}
+        )
+
+    return save_best
+
+
+def finetune_plan(
+    task: Task,
+    source: str,
+    tokenizer,
+    cfg: TrainConfig,
+    train: Featurized,
+    dev: Featurized | None,
+    output: Path,
+    meta: dict[str, Any],
+) -> Plan:
+    """Modes finetune and partial: the task model on the pretrained encoder; the whole model is saved."""
+    from plmkit.models.partial import keep_bottom_layers
+    from plmkit.train.optim import finetune_setup
+
+    torch.manual_seed(cfg.loop.seed)
+    model = task.build_model(source, train.labels, cfg, tokenizer)
+    if cfg.keep_layers:
+        keep_bottom_layers(model, cfg.keep_layers)
+    param_groups, before_batch = finetune_setup(model, cfg)  # the head: everything outside the encoder
+    collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
+    trained, items, dev_items, extra = model, train.items, dev.items if dev else [], {}
+    if cfg.mode == "partial":  # the frozen bottom runs once here; the loop trains the top view on its output
+        from plmkit.train.partial import prepare
+
+        cached = time.time()
+        trained, items, dev_items = prepare(model, cfg, items, dev_items, collate)
+        extra["extract_seconds"] = round(time.time() - cached, 1)
+    saver = best_model_saver(output, tokenizer, meta)
+    predict_dev = lambda m, device: run_model(  # noqa: E731
+        m, dev_items, collate, task.forward, task.outputs, cfg.loop.eval_batch_size, device
+    )
+    return Plan(
+        trained,
+        items,
+        [len(f["input_ids"]) for f in items],
+        collate,
+        task.forward,
+        save=lambda _trained, state: saver(model, state),  # the whole model, also in partial mode
+        predict_dev=predict_dev if dev_items else None,
+        param_groups=param_groups,
+        before_batch=before_batch,
+        find_unused_parameters=cfg.gradual_unfreeze,
+        extra=extra,
+    )
+
+
+def train(
+    train_spec: str,
+    output: str | Path,
+    cfg: TrainConfig,
+    *,
+    dev_spec: str | None = None,
+    resume: bool = False,
+    command: str | None = None,
+    callbacks: Sequence[Callable[[LoopState], None]] = (),
+) -> dict[str, Any]:
+    """Train `cfg.model` for `cfg.task` in `cfg.mode` on `train_spec`; the best model by dev metric is saved
+    at `output`."""
+    tasks()
+    task: Task = TASKS.get(cfg.task)
+    check_applicable(cfg, tagging=task.label_type == "tags")
+    cfg = dataclasses.replace(cfg, head=resolve_head(task, cfg))
+    output, started = Path(output), time.time()
+    dev_spec = default_dev(train_spec, dev_spec)
+    source, tokenizer = open_model(cfg)
+    train_data = task.featurize(task.read(train_spec, cfg), tokenizer, cfg, None, train_spec)
+    dev_data = (
+        task.featurize(task.read(dev_spec, cfg), tokenizer, cfg, train_data.labels, dev_spec) if dev_spec else None
+    )
+    if not train_data.items:
+        raise DataError("no example has a token the tokenizer keeps", path=train_spec)
+    from plmkit.tasks.tagging import unit_tokens_for
+
+    meta = {
+        "plmkit_version": __version__,
+        "task": task.name,
+        "mode": cfg.mode,
+        "head": cfg.head,
+        "labels": train_data.labels.names,
+        "scheme": train_data.labels.scheme,
+        "base_model": cfg.model,
+        "max_length": cfg.max_length,
+        "truncation": cfg.truncation,
+        "head_tokens": cfg.head_tokens,
+        "window_overlap": cfg.window_overlap,
+        "unit_tokens": unit_tokens_for(tokenizer, cfg.unit_tokens),
+        "bigram_buckets": cfg.bigram_buckets,
+        "bigram_dim": cfg.bigram_dim,
+        "layers": cfg.layers,
+        "text_column": cfg.text_column,
+        "text_pair_column": cfg.text_pair_column,
+        "label_column": cfg.label_column,
+        "train": train_spec,
+        "dev": dev_spec,
+        "command": command,
+        "seed": cfg.loop.seed,
+        "config": to_dict(cfg),
+    }
+    if cfg.mode == "features":
+        from plmkit.train.features import features_plan as make_plan
+    else:
+        make_plan = finetune_plan
+    plan = make_plan(task, source, tokenizer, cfg, train_data, dev_data, output, meta)
+
+    def evaluate(model, accelerator) -> dict[str, float]:
+        predictions = task.assemble(dev_data, plan.predict_dev(accelerator.unwrap_model(model), accelerator.device))
+        return {f"dev_{k}": v for k, v in task.metrics(dev_data, predictions).items() if isinstance(v, float)}
+
+    state = train_loop(
+        plan.model,
+        lambda m, b: task.loss(m, plan.forward(m, b), b),
+        plan.items,
+        plan.lengths,
+        lambda triples: plan.collate([f for _, _, f in triples]),
+        cfg.loop,
+        output,
+        evaluate=evaluate if plan.predict_dev else None,
+        metric=f"dev_{task.main_metric}",
+        greater_is_better=task.greater_is_better,
+        save_best=plan.save,
+        resume=resume,
+        callbacks=callbacks,
+        before_batch=plan.before_batch,
+        find_unused_parameters=plan.find_unused_parameters,
+        optimizer=lambda m: build_optimizer(m, cfg.loop, plan.param_groups),
+    )
+    if plan.predict_dev is None:  # no dev data: the model at the end
+        plan.save(plan.model, state)
+    best = next(
+        (h for h in state.history if h["epoch"] == state.best_epoch + 1), state.history[-1] if state.history else {}
+    )
+    summary = {
+        "output": str(output),
+        "best_epoch": state.best_epoch + 1,
+        "dev_metrics": best,
+        "history": state.history,
+        "steps": state.step,
+        "seconds": round(time.time() - started, 1),
+        "stopped_early": state.stopped_early,
+    }
+    if task.label_type == "tags":
+        summary |= {"head": cfg.head, "scheme": train_data.labels.scheme, "windows": len(train_data.items)}
+    return summary | plan.extra
+
+
+def _cfg_from_meta(meta: dict[str, Any], encoding: str | None) -> TrainConfig:
+    """The options that shape the data, as the model was trained with them."""
+    cfg = TrainConfig(
+        task=meta["task"],
+        mode=meta.get("mode", "finetune"),
+        head=meta.get("head"),
+        max_length=meta["max_length"],
+        truncation=meta.get("truncation", "head"),
+        head_tokens=meta.get("head_tokens"),
+        text_column=meta.get("text_column", "text"),
+        text_pair_column=meta.get("text_pair_column", "text_pair"),
+        label_column=meta.get("label_column", "label"),
+        window_overlap=meta.get("window_overlap", 32),
+        unit_tokens=meta.get("unit_tokens", "word"),  # models saved before the choice existed used word
+        bigram_buckets=meta.get("bigram_buckets", 0),
+        bigram_dim=meta.get("bigram_dim", 64),
+    )
+    cfg.loop.progress = False
+    if encoding:
+        cfg.encoding = encoding
+    return cfg
+
+
+def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
+    """A directory that `train` wrote, in whatever mode, with its task and the options it was trained with."""
+    tasks()
+    source = resolve_model(str(model_dir))
+    meta = read_plmkit_meta(source)
+    if meta is None:
+        raise ModelError(f"{source}: no plmkit.json; it is not a model that plmkit train saved")
+    task: Task = TASKS.get(meta["task"])
+    cfg = _cfg_from_meta(meta, None)
+    labels = Labels(list(meta["labels"]), meta.get("scheme"))
+    tokenizer = load_tokenizer(source)
+    if cfg.mode == "features":
+        from plmkit.train.features import load_feature_model
+
+        model, outputs = load_feature_model(source, task, meta, tokenizer, batch_size)
+    else:
+        model = task.load_model(source, meta).eval()
+        check_tokenizer_matches(source, tokenizer, model.config)
+        collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
+        outputs = lambda items, progress: run_model(  # noqa: E731
+            model, items, collate, task.forward, task.outputs, batch_size, progress=progress
+        )
+    return Loaded(task, tokenizer, meta, cfg, labels, model, outputs)
+
+
+def predictions(loaded: Loaded, records: Sequence[Any], spec: str = "") -> tuple[Featurized, Any]:
+    """(the featurized records, the task's predictions for them)."""
+    data = loaded.task.featurize(records, loaded.tokenizer, loaded.cfg, loaded.labels, spec)
+    return data, loaded.task.assemble(data, loaded.outputs(data.items, len(data.items) > 1000))
+
+
+def evaluate(
+    model_dir: str | Path, data_spec: str, *, encoding: str | None = None, batch_size: int = 64
+) -> dict[str, Any]:
+    """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
+    loaded = load(model_dir, batch_size)
+    cfg = _cfg_from_meta(loaded.meta, encoding)
+    loaded.cfg = cfg
+    records = loaded.task.read(data_spec, cfg)
+    data, pred = predictions(loaded, records, data_spec)
+    if data.gold is None:
+        raise DataError("no labels to score against", path=data_spec)
+    return loaded.task.metrics(data, pred) | {loaded.task.count_name: len(records)}
+
+
+def predict(
+    model_dir: str | Path, examples: Sequence[Any], *, batch_size: int = 64, loaded: Loaded | None = None
+) -> list[dict[str, Any]]:
+    """One output row per example (plmkit.data.examples.Example), in input order."""
+    loaded = loaded or load(model_dir, batch_size)
+    data, pred = predictions(loaded, loaded.task.unlabelled(examples))
+    return loaded.task.decode(data, pred)

@@ -1,0 +1,75 @@
+"""The pooled classification head (head=pool) on a tiny BERT (hidden 32, 2 layers)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plmkit import api
+from plmkit.models.pooled import PooledForSequenceClassification
+from plmkit.models.pooling import pool
+
+FAST = {"epochs": 4, "lr": 3e-3, "batch_size": 16, "progress": False, "mixed_precision": "no"}
+
+
+def test_pooling_reads_real_positions_only():
+    x = torch.randn(2, 5, 3)  # (B, T, H)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    changed = x.clone()
+    changed[0, 3:] = 1e4  # padding positions: anything
+    for how in ("mean", "max", "mean_max"):
+        torch.testing.assert_close(pool(x, mask, how), pool(changed, mask, how), rtol=0, atol=0)
+    torch.testing.assert_close(pool(x, mask, "mean")[0], x[0, :3].mean(0))
+    torch.testing.assert_close(pool(x, mask, "max")[0], x[0, :3].max(0).values)
+    assert pool(x, mask, "mean_max").shape == (2, 6)
+
+
+@pytest.fixture(scope="module")
+def pooled(tiny_model_dir, toy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pooled") / "model"
+    result = api.train(
+        str(toy_data["train"]),
+        out,
+        dev=str(toy_data["dev"]),
+        overrides={"model": str(tiny_model_dir), "head": "pool", "pooling": "mean_max"} | FAST,
+    )
+    return out, result
+
+
+def test_pool_head_learns_and_padding_changes_nothing(pooled, toy_data):
+    out, result = pooled
+    assert result["dev_metrics"]["dev_accuracy"] >= 0.9
+    assert api.evaluate(out, str(toy_data["test"]))["accuracy"] >= 0.9
+    from plmkit.train.run import load
+
+    loaded = load(out)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    assert isinstance(model, PooledForSequenceClassification) and model.config.pooling == "mean_max"
+    enc = tokenizer(["好棒的东西"], return_tensors="pt")
+    padded = {k: torch.cat([v, torch.full((1, 4), 7 if k == "input_ids" else 0)], 1) for k, v in enc.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**enc).logits, model(**padded).logits, rtol=0, atol=1e-5)
+
+
+def test_pool_head_opens_in_a_pipeline_with_the_same_scores(pooled):
+    from transformers import pipeline
+
+    out, _ = pooled
+    texts = ["好棒赞的东西", "差坏烂的东西"]
+    rows = api.predict(out, input=None, text=texts[0]) + api.predict(out, text=texts[1])
+    clf = pipeline("text-classification", model=str(out), tokenizer=str(out), top_k=None, device="cpu")
+    for row, scores in zip(rows, clf(texts)):
+        assert {s["label"]: round(s["score"], 4) for s in scores} == {
+            k: round(v, 4) for k, v in row["probabilities"].items()
+        }
+
+
+def test_bad_pooling_is_named(tiny_model_dir, toy_data, tmp_path):
+    from plmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="pooling: 'sum' is not one of: mean, max, mean_max"):
+        api.train(
+            str(toy_data["train"]),
+            tmp_path / "x",
+            overrides={"model": str(tiny_model_dir), "head": "pool", "pooling": "sum"} | FAST,
+        )

@@ -1,0 +1,219 @@
+"""Fine-tuning end to end on a tiny model: learning, saving, resuming, predicting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import stop_at
+from safetensors.torch import load_file
+
+from plmkit import api
+from plmkit.errors import TrainingError
+
+FAST = {"progress": "false", "batch_size": "16", "lr": "3e-3", "log_steps": "1"}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, toy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "model"
+    result = api.train(
+        str(toy_data["train"]),
+        out,
+        dev=str(toy_data["dev"]),
+        overrides={"model": str(tiny_model_dir), "epochs": "6", **FAST},
+    )
+    return out, result
+
+
+def test_tiny_model_learns_separable_task(trained):
+    out, result = trained
+    assert result["dev_metrics"]["dev_accuracy"] == 1.0
+    meta = json.loads((out / "plmkit.json").read_text())
+    assert meta["labels"] == ["bad", "good"] and meta["task"] == "classification"
+    assert meta["dev_metrics"]["dev_accuracy"] == 1.0
+
+
+def test_saved_dir_is_huggingface_with_user_labels(trained, toy_data):
+    from transformers import pipeline
+
+    out, _ = trained
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["id2label"].values()) == {"bad", "good"}
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    texts = ["好棒赞的东西", "差坏烂糟的东西", "优美爱的东西"]
+    ours = [api.predict(out, text=t)[0]["label"] for t in texts]
+    hf = [r["label"] for r in pipeline("text-classification", model=str(out), device="cpu")(texts)]
+    assert ours == hf == ["good", "bad", "good"]
+
+
+def test_reload_gives_identical_predictions(trained, toy_data, tmp_path):
+    out, _ = trained
+    first = api.predict(out, input=str(toy_data["test"]), output=tmp_path / "p.jsonl")
+    second = api.predict(out, input=str(toy_data["test"]), output=tmp_path / "p.csv")
+    assert first == second
+    lines = (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["text"] for line in lines] == [r["text"] for r in first]  # input order kept
+    header = (tmp_path / "p.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header == "text,label,p(bad),p(good)"
+    scored = api.evaluate(out, str(toy_data["test"]))
+    assert scored["accuracy"] == 1.0 and scored["examples"] == 40
+
+
+def _weights(path):
+    return load_file(str(path / "checkpoint" / "model.safetensors"))
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, toy_data, tmp_path):
+    common = {"model": str(tiny_model_dir), "epochs": "2", "save_steps": "3", "dropout": "0.2", **FAST}
+    api.train(str(toy_data["train"]), tmp_path / "full", dev=str(toy_data["dev"]), overrides=common)
+
+    # an epoch is 10 steps: this dies mid-epoch 2, after the checkpoint at step 12
+    with pytest.raises(KeyboardInterrupt):
+        api.train(
+            str(toy_data["train"]),
+            tmp_path / "cut",
+            dev=str(toy_data["dev"]),
+            overrides=common,
+            callbacks=[stop_at(14)],
+        )
+    state = json.loads((tmp_path / "cut" / "checkpoint" / "loop_state.json").read_text())
+    assert state["step"] == 12 and state["epoch"] == 1 and state["batches_done"] == 2
+    resumed = api.train(
+        str(toy_data["train"]), tmp_path / "cut", dev=str(toy_data["dev"]), overrides=common, resume=True
+    )
+    assert resumed["steps"] == 20
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert full.keys() == cut.keys()
+    for name in full:
+        torch.testing.assert_close(cut[name], full[name], rtol=0, atol=0, msg=name)
+
+
+def test_runs_with_different_precision_in_one_process(tiny_model_dir, toy_data, tmp_path):
+    """The Python API trains twice in one process with another precision each time (accelerate's
+    state is process-wide; a CPU with native bf16 picks bf16 for `auto`)."""
+    for n, precision in enumerate(("no", "bf16", "no")):
+        result = api.train(
+            str(toy_data["train"]),
+            tmp_path / str(n),
+            overrides={
+                "model": str(tiny_model_dir),
+                "epochs": "1",
+                "max_steps": "2",
+                "mixed_precision": precision,
+                **FAST,
+            },
+        )
+        assert result["steps"] == 2
+
+
+def test_resume_without_checkpoint_is_an_error(tiny_model_dir, toy_data, tmp_path):
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        api.train(
+            str(toy_data["train"]), tmp_path / "none", overrides={"model": str(tiny_model_dir), **FAST}, resume=True
+        )
+
+
+def test_nan_loss_stops_training_and_saves_nothing(tiny_model_dir, toy_data, tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingError, match="loss became nan"):
+        api.train(
+            str(toy_data["train"]),
+            out,
+            dev=str(toy_data["dev"]),
+            overrides={"model": str(tiny_model_dir), **FAST, "lr": "1e30", "max_grad_norm": "0"},
+        )
+    assert not (out / "model.safetensors").exists()
+
+
+def test_pair_and_regression_tasks(tiny_model_dir, tmp_path):
+    from conftest import toy_rows, write_jsonl
+
+    rows = toy_rows(120, seed=3)
+    pairs = [{"text": t, "text_pair": "东西", "label": y} for t, y in rows]
+    write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    out = api.train(
+        str(tmp_path / "pairs.jsonl"),
+        tmp_path / "pair",
+        dev=str(tmp_path / "pairs.jsonl"),
+        overrides={"task": "pair", "model": str(tiny_model_dir), "epochs": "5", **FAST},
+    )
+    assert out["dev_metrics"]["dev_accuracy"] >= 0.95
+    row = api.predict(tmp_path / "pair", text="好棒的", text_pair="东西")[0]
+    assert row["label"] == "good" and set(row["probabilities"]) == {"bad", "good"}
+
+    scores = [{"text": t, "text_pair": "东西", "label": 1.0 if y == "good" else -1.0} for t, y in rows]
+    write_jsonl(tmp_path / "scores.jsonl", scores)
+    out = api.train(
+        str(tmp_path / "scores.jsonl"),
+        tmp_path / "reg",
+        dev=str(tmp_path / "scores.jsonl"),
+        overrides={"task": "regression", "model": str(tiny_model_dir), "epochs": "5", **FAST},
+    )
+    assert out["dev_metrics"]["dev_pearson"] > 0.9 and out["dev_metrics"]["dev_spearman"] > 0.8
+    assert api.predict(tmp_path / "reg", text="好棒的", text_pair="东西")[0]["score"] > 0
+
+
+def test_shipped_minilm_loads_and_fine_tunes(tmp_path):
+    from conftest import write_jsonl
+
+    texts = [
+        ("what a great movie", "pos"),
+        ("awful and boring", "neg"),
+        ("I loved it", "pos"),
+        ("terrible acting", "neg"),
+    ] * 8
+    write_jsonl(tmp_path / "en.jsonl", [{"text": t, "label": y} for t, y in texts])
+    out = api.train(
+        str(tmp_path / "en.jsonl"),
+        tmp_path / "minilm",
+        overrides={
+            "model": "minilm-en",
+            "epochs": "1",
+            "max_steps": "3",
+            "progress": "false",
+            "batch_size": "8",
+            "lr": "1e-4",
+        },
+    )
+    assert out["steps"] == 3
+    assert (tmp_path / "minilm" / "model.safetensors").is_file()
+    row = api.predict(tmp_path / "minilm", text="a wonderful film")[0]
+    assert row["label"] in {"pos", "neg"} and abs(sum(row["probabilities"].values()) - 1) < 1e-4
+
+
+def test_cli_end_to_end(tiny_model_dir, toy_data, tmp_path, capsys):
+    from plmkit.cli import main
+
+    out = tmp_path / "cli"
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(tiny_model_dir),
+                "--train",
+                str(toy_data["train"]),
+                "--dev",
+                str(toy_data["dev"]),
+                "--output",
+                str(out),
+                "epochs=5",
+                "progress=false",
+                "batch_size=16",
+                "lr=3e-3",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(toy_data["test"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == 1.0
+    assert main(["predict", "--model", str(out), "--text", "差坏烂的东西"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] == "bad"
+    assert (
+        main(["predict", "--model", str(out), "--input", str(toy_data["test"]), "--output", str(tmp_path / "o.jsonl")])
+        == 0
+    )
+    assert len((tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()) == 40
