@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -52,6 +52,38 @@ class LoopConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Modes finetune and partial: what trains, and at which rates. Flat keys reach these (`head_lr=3e-3`);
+    set in mode features, any of them is an error."""
+
+    head_lr: float | None = None  # learning rate of the head's own weights; default loop.lr
+    # each layer below the top gets the rate of the one above times this
+    layer_lr_decay: float = field(default=1.0, metadata={"hint": "in mode features the encoder is frozen"})
+    # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything);
+    # partial: run them once, cached
+    freeze_layers: int = 0
+    # keep only the embeddings and the bottom N layers of the encoder, dropping the top (0 = keep all);
+    # each step then costs about N / num_hidden_layers of the whole; the saved model has N layers
+    keep_layers: int = field(default=0, metadata={"hint": "in mode features, layers=N reads layer N"})
+    # start with the head alone trainable, unfreeze one layer group at a time, top down
+    gradual_unfreeze: bool = field(default=False, metadata={"hint": "in mode features the encoder is frozen"})
+    # optimiser steps between unfreezings; 0 = one group per epoch (an option under gradual_unfreeze's switch)
+    unfreeze_every: int = field(default=0, metadata={"under": "gradual_unfreeze"})
+
+
+@dataclass
+class FeaturesConfig:
+    """Mode features: which layers the head reads, and where the cache of them lives; set in another
+    mode, any of them is an error."""
+
+    # mix (learned scalar mix of every layer) | last | N (layer N alone; 0 = embeddings; the top is checked
+    # against the model)
+    layers: Literal["mix", "last"] | int = field(default="mix", metadata={"min": 0})
+    feature_cache: Literal["disk", "memory"] = "disk"  # disk (reused across runs, under cache_dir) | memory
+    cache_dir: str | None = None  # default $PLMKIT_CACHE or ~/.cache/plmkit/features
+
+
+@dataclass
 class TrainConfig:
     # classification | pair | regression | ner | cws: a name in plmkit.registry.TASKS, checked there before any work
     task: str = "classification"
@@ -72,7 +104,6 @@ class TrainConfig:
     # features mode: also mlp | bilstm (texts), esim | mlp (pairs); which of them a task takes is checked by its runner
     head: Literal["cls", "pool", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"] | None = None
     pooling: Literal["mean", "max", "mean_max"] = "mean"  # classification, pair, regression with head=pool
-    head_lr: float | None = None  # learning rate of the head's own weights; default loop.lr
     # ner, cws: how each character becomes tokens (see tasks/tagging.py)
     unit_tokens: Literal["auto", "word", "piece"] = "auto"
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
@@ -80,22 +111,8 @@ class TrainConfig:
     # bigram_dim each, joined to the encoder's unit vector before the head; 0 buckets = off
     bigram_buckets: int = 0
     bigram_dim: int = 64
-    layer_lr_decay: float = 1.0  # finetune: each layer below the top gets the rate of the one above times this
-    # finetune: keep the embeddings and the bottom N layers frozen (0 = train everything);
-    # partial: run them once, cached
-    freeze_layers: int = 0
-    # finetune, partial: keep only the embeddings and the bottom N layers of the encoder, dropping the top
-    # (0 = keep all); each step then costs about N / num_hidden_layers of the whole; the saved model has N layers
-    keep_layers: int = 0
-    gradual_unfreeze: bool = (
-        False  # finetune: start with the head alone trainable, unfreeze one layer group at a time, top down
-    )
-    unfreeze_every: int = 0  # gradual_unfreeze: optimiser steps between unfreezings; 0 = one group per epoch
-    # features: mix (learned scalar mix of every layer) | last | N (layer N alone; 0 = embeddings; the top is checked
-    # against the model)
-    layers: Literal["mix", "last"] | int = field(default="mix", metadata={"min": 0})
-    feature_cache: Literal["disk", "memory"] = "disk"  # features: disk (reused across runs, under cache_dir) | memory
-    cache_dir: str | None = None  # features: default $PLMKIT_CACHE or ~/.cache/plmkit/features
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # modes finetune and partial only
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)  # mode features only
     loop: LoopConfig = field(default_factory=LoopConfig)
 
 
@@ -311,66 +328,57 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-_FINETUNING = ("finetune", "partial")
-# option -> (does it apply to this config and task?, where it applies, a hint): set away from its default
-# where it does nothing, it is an error, not silently ignored. Options under a switch of their own
-# (unfreeze_every, pooling, head_tokens, bigram_dim) are not listed: turning the switch off on the command
-# line (gradual_unfreeze=false, bigram_buckets=0) must not make the recipe that set them an error
-_APPLIES: dict[str, tuple[Callable[[TrainConfig, bool], bool], str, str]] = {
-    "head_lr": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
-    "layer_lr_decay": (
-        lambda c, tagging: c.mode in _FINETUNING,
-        "mode finetune or partial",
-        "; in mode features the encoder is frozen",
-    ),
-    "gradual_unfreeze": (
-        lambda c, tagging: c.mode in _FINETUNING,
-        "mode finetune or partial",
-        "; in mode features the encoder is frozen",
-    ),
-    "freeze_layers": (lambda c, tagging: c.mode in _FINETUNING, "mode finetune or partial", ""),
-    "keep_layers": (
-        lambda c, tagging: c.mode in _FINETUNING,
-        "modes finetune and partial",
-        "; in mode features, layers=N reads layer N",
-    ),
-    "layers": (lambda c, tagging: c.mode == "features", "mode features", ""),
-    "feature_cache": (lambda c, tagging: c.mode == "features", "mode features", ""),
-    "cache_dir": (lambda c, tagging: c.mode == "features", "mode features", ""),
-    "truncation": (lambda c, tagging: not tagging, "the text tasks", "; ner and cws cut long sentences into windows"),
-    "window_overlap": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
-    "unit_tokens": (lambda c, tagging: tagging, "the tagging tasks (ner, cws)", ""),
-    "bigram_buckets": (
-        lambda c, tagging: tagging and c.mode in _FINETUNING,
-        "the tagging tasks (ner, cws) in modes finetune and partial",
-        "",
-    ),
-}
+# which modes a section's options do something in: set away from its default in another mode, an option is
+# an error, not silently ignored. Options under a switch of their own (metadata "under") are left out:
+# turning the switch off on the command line must not make the recipe that set them an error
+SECTION_MODES = {"finetune": ("finetune", "partial"), "features": ("features",)}
+# options that only some tasks read; each task record names those it reads (`Task.options`)
+TASK_OPTIONS = ("truncation", "head_tokens", "pooling", "window_overlap", "unit_tokens", "bigram_buckets", "bigram_dim")
 
 
-def inapplicable(cfg: TrainConfig, tagging: bool) -> list[str]:
-    """The options set away from their defaults that do nothing for this task and mode."""
-    default = TrainConfig()
-    return [
-        key
-        for key, (applies, _, _) in _APPLIES.items()
-        if getattr(cfg, key) != getattr(default, key) and not applies(cfg, tagging)
-    ]
+def _modes(modes: tuple[str, ...]) -> str:
+    return f"mode {modes[0]}" if len(modes) == 1 else f"modes {' and '.join(modes)}"
 
 
-def without_inapplicable(cfg: TrainConfig, tagging: bool) -> dict[str, Any]:
+def inapplicable(cfg: TrainConfig, options: Collection[str]) -> dict[str, str]:
+    """Flat key -> why, for each option set away from its default that does nothing for this task (which
+    reads the TASK_OPTIONS in `options`) and mode."""
+    default, found = TrainConfig(), {}
+    now = f"task {cfg.task}, mode {cfg.mode}"
+    for section, modes in SECTION_MODES.items():
+        if cfg.mode in modes:
+            continue
+        ours, theirs = getattr(cfg, section), getattr(default, section)
+        for f in dataclasses.fields(ours):
+            if getattr(ours, f.name) != getattr(theirs, f.name) and "under" not in f.metadata:
+                hint = f"; {f.metadata['hint']}" if "hint" in f.metadata else ""
+                found[f.name] = f"applies to {_modes(modes)} ({section}.{f.name}), not to {now}{hint}"
+    for key in TASK_OPTIONS:
+        if getattr(cfg, key) != getattr(default, key) and key not in options:
+            reads = ", ".join(k for k in TASK_OPTIONS if k in options) or "none of " + ", ".join(TASK_OPTIONS)
+            found[key] = f"task {cfg.task} does not read it (it reads {reads})"
+    if cfg.bigram_buckets != default.bigram_buckets and cfg.mode not in SECTION_MODES["finetune"]:
+        found["bigram_buckets"] = f"applies to {_modes(SECTION_MODES['finetune'])}, not to {now}"
+    return found
+
+
+def without_inapplicable(cfg: TrainConfig, options: Collection[str]) -> dict[str, Any]:
     """Overrides that put this config's inapplicable options back to their defaults: for runs built on a
     shared recipe (compare, probe-layers), each in its own mode."""
     default = TrainConfig()
-    return {key: getattr(default, key) for key in inapplicable(cfg, tagging)}
+    return {key: _get(default, key) for key in inapplicable(cfg, options)}
 
 
-def check_applicable(cfg: TrainConfig, tagging: bool) -> None:
+def _get(cfg: Any, key: str) -> Any:
+    for name in _resolve_key(type(cfg), key):
+        cfg = getattr(cfg, name)
+    return cfg
+
+
+def check_applicable(cfg: TrainConfig, options: Collection[str]) -> None:
     """Every option set away from its default must do something for this task and mode."""
-    for key in inapplicable(cfg, tagging)[:1]:
-        where, hint = _APPLIES[key][1:]
-        now = f"task {cfg.task}, mode {cfg.mode}" + (f", head {cfg.head}" if cfg.head else "")
-        raise ConfigError(f"{key}: applies to {where}, not to {now}{hint}")
+    for key, why in inapplicable(cfg, options).items():
+        raise ConfigError(f"{key}: {why}")
     if cfg.bigram_buckets < 0 or cfg.bigram_buckets == 1 or cfg.bigram_dim < 1:
         raise ConfigError(
             f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "

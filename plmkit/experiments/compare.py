@@ -82,11 +82,11 @@ def compare(
     unknown = sorted(set(only or []) - set(runs))
     if unknown:
         raise ConfigError(f"compare: unknown run {unknown[0]!r}; known: {', '.join(runs)}")
-    tags = TASKS.get(cfg.task).label_type == "tags"
+    options = TASKS.get(cfg.task).options
     for name, extra in runs.items():  # every run's config is valid before the first one starts
         # the recipe's and the command line's options apply to the runs they do something for; the
         # others (head_lr in feature mode, cache_dir when fine-tuning, ...) stay at their defaults there
-        reset = without_inapplicable(build_config(TrainConfig, config, shared | extra), tags)
+        reset = without_inapplicable(build_config(TrainConfig, config, shared | extra), options)
         if reset:
             print(f"compare: {name}: {', '.join(reset)} left at the default (no effect in this run)", flush=True)
         runs[name] = extra | reset

@@ -41,7 +41,7 @@ def probe_layers(
 
     base = PROBE_DEFAULTS | dict(overrides or {}) | {"task": task, "model": model, "mode": "features"}
     cfg = build_config(TrainConfig, config, base)  # checks every key before any work starts
-    reset = without_inapplicable(cfg, TASKS.get(cfg.task).label_type == "tags")
+    reset = without_inapplicable(cfg, TASKS.get(cfg.task).options)
     if reset:  # a fine-tuning recipe's head_lr, keep_layers, ... do nothing for a probe on frozen layers
         print(f"probe-layers: {', '.join(reset)} left at the default (no effect on a probe)", flush=True)
         base |= reset

@@ -124,9 +124,8 @@ def build_feature_model(
         raise ConfigError(f"head: {head!r} is not a feature-mode head for this task; known: {', '.join(known)}")
     choice = ScalarMix(n_layers, layer_index(layers, n_layers))
     p = 0.1 if dropout is None else dropout
-    n_out = max(1, len(labels))
-    if kind == "tagging":
-        module: nn.Module = Tagger(None, labels, head, scheme or "bio", p, hidden_size=hidden)
-    else:
-        module = {"mlp": PooledMLP, "bilstm": BiLSTMPool, "esim": ESIM}[head](hidden, n_out, p)
-    return FeatureModel(choice, module)
+    if head in TAG_HEADS:  # the tagger's head alone, on the mixed unit vectors
+        return FeatureModel(choice, Tagger(None, labels, head, scheme or "bio", p, hidden_size=hidden))
+    return FeatureModel(
+        choice, {"mlp": PooledMLP, "bilstm": BiLSTMPool, "esim": ESIM}[head](hidden, max(1, len(labels)), p)
+    )

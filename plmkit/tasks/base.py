@@ -22,6 +22,9 @@ when labelled, its target under `target_key`; `keep` lists the positions a featu
 (default all). Partial fine-tuning adds `hidden` (cached states) to items, which `collate` pads and
 `forward` feeds to the model's top as `inputs_embeds`. Feature mode swaps `collate` and `forward`
 for its cached versions (plmkit.train.features) and keeps everything else.
+`options` names the task-specific data options the task reads (truncation for texts, windows and
+bigrams for tagging): set for a task that does not read it, an option is an error; plmkit.json keeps
+them, with whatever `meta(tokenizer, cfg)` adds, and `summary(data, cfg)` adds to train's result.
 Shapes: B batch, T tokens, U units, H hidden, C classes, K tags, N items.
 """
 
@@ -78,6 +81,12 @@ class Task:
     feature_kind: str = "sequence"  # which feature-mode heads fit: sequence | pair | tagging
     default_head: str | None = None  # the head when the config names none (None: the model family's own)
     heads: tuple[str, ...] = ()  # the heads fine-tuning takes
+    # the task-specific data options it reads (config.TASK_OPTIONS); plmkit.json keeps them
+    options: tuple[str, ...] = ()
+    # more for plmkit.json: what those options resolved to for this tokenizer
+    meta: Callable[..., dict[str, Any]] = lambda tokenizer, cfg: {}
+    # more for train's summary, from the featurized training data
+    summary: Callable[..., dict[str, Any]] = lambda data, cfg: {}
     greater_is_better: bool = True
     count_name: str = "examples"  # what `evaluate` counts: examples, sentences
 

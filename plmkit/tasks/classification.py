@@ -272,6 +272,7 @@ def _task(name: str, pair: bool, label_type: str, loss, metrics, decode, main_me
         feature_kind="pair" if pair else "sequence",
         default_head="cls",
         heads=SEQUENCE_HEADS,
+        options=("truncation", "head_tokens", "pooling"),
     )
 
 

@@ -524,6 +524,9 @@ def _task(name: str, schemes: tuple[str, ...], score, decode, default_tag: str) 
         default_head="crf",
         heads=HEADS,
         count_name="sentences",
+        options=("window_overlap", "unit_tokens", "bigram_buckets", "bigram_dim"),
+        meta=lambda tokenizer, cfg: {"unit_tokens": unit_tokens_for(tokenizer, cfg.unit_tokens)},
+        summary=lambda data, cfg: {"head": cfg.head, "scheme": data.labels.scheme, "windows": len(data.items)},
     )
 
 

@@ -57,7 +57,9 @@ class FeatureSet:
 
 
 def cache_dir(cfg: TrainConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("PLMKIT_CACHE") or Path.home() / ".cache" / "plmkit" / "features")
+    return Path(
+        cfg.features.cache_dir or os.environ.get("PLMKIT_CACHE") or Path.home() / ".cache" / "plmkit" / "features"
+    )
 
 
 def fingerprint(encoder: torch.nn.Module) -> str:
@@ -157,7 +159,9 @@ def cached_features(
     from plmkit.train.feature_cache import write_mapped
 
     path = None
-    if cfg.feature_cache == "disk":  # the key hashes every weight: only worth it when a file is read or written
+    if (
+        cfg.features.feature_cache == "disk"
+    ):  # the key hashes every weight: only worth it when a file is read or written
         key = hashlib.sha256(f"{CACHE_FORMAT}:{key_model()}:{items_digest(items)}".encode()).hexdigest()[:40]
         path = cache_dir(cfg) / f"{key}.safetensors"
     if path is not None and path.is_file():
@@ -267,7 +271,7 @@ def features_plan(
     extra = {
         "mode": "features",
         "head": cfg.head,
-        "layers": cfg.layers,
+        "layers": cfg.features.layers,
         "layer_weights": None,
         "gamma": None,
         "extract_seconds": round(time.time() - started, 1),
@@ -282,7 +286,7 @@ def features_plan(
         cfg.head,
         train_store.n_layers,
         train_store.values.shape[2],
-        cfg.layers,
+        cfg.features.layers,
         labels.names,
         labels.scheme,
         cfg.dropout,
@@ -298,7 +302,7 @@ def features_plan(
         [train_store.length(i) for i in range(len(train_store))],
         partial(collate_cached, store=train_store),
         forward_cached,
-        save=feature_model_saver(output, encoder, tokenizer, meta, extra),
+        save=feature_model_saver(output, encoder, tokenizer, meta | {"layers": cfg.features.layers}, extra),
         predict_dev=predict_dev,
         extra=extra,
     )

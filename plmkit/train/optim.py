@@ -209,21 +209,29 @@ def finetune_setup(
     model: torch.nn.Module, cfg: TrainConfig
 ) -> tuple[list[dict[str, Any]], Callable[[LoopState], None] | None]:
     """(param_groups, before_batch) for `train_loop` from the fine-tuning options; call it before any freezing."""
-    if not 0.0 < cfg.layer_lr_decay <= 1.0:
-        raise ConfigError(f"layer_lr_decay: {cfg.layer_lr_decay} is not in (0, 1]; 1 gives every layer the same rate")
-    if cfg.unfreeze_every < 0:
-        raise ConfigError(f"unfreeze_every: {cfg.unfreeze_every} is negative; 0 unfreezes one group per epoch")
+    if not 0.0 < cfg.finetune.layer_lr_decay <= 1.0:
+        raise ConfigError(
+            f"layer_lr_decay: {cfg.finetune.layer_lr_decay} is not in (0, 1]; 1 gives every layer the same rate"
+        )
+    if cfg.finetune.unfreeze_every < 0:
+        raise ConfigError(f"unfreeze_every: {cfg.finetune.unfreeze_every} is negative; 0 unfreezes one group per epoch")
     check_schedule(cfg.loop)
-    groups = finetune_param_groups(model, cfg.loop.weight_decay, cfg.loop.lr, cfg.layer_lr_decay, cfg.head_lr)
-    before_batch = gradual_unfreezer(model, layer_groups(model), cfg.unfreeze_every) if cfg.gradual_unfreeze else None
-    if cfg.gradual_unfreeze and (cfg.freeze_layers or cfg.mode == "partial"):
+    groups = finetune_param_groups(
+        model, cfg.loop.weight_decay, cfg.loop.lr, cfg.finetune.layer_lr_decay, cfg.finetune.head_lr
+    )
+    before_batch = (
+        gradual_unfreezer(model, layer_groups(model), cfg.finetune.unfreeze_every)
+        if cfg.finetune.gradual_unfreeze
+        else None
+    )
+    if cfg.finetune.gradual_unfreeze and (cfg.finetune.freeze_layers or cfg.mode == "partial"):
         raise ConfigError(
             "gradual_unfreeze: not with mode=partial (it trains a fixed top over cached layers)"
             if cfg.mode == "partial"
             else "freeze_layers: not with gradual_unfreeze (it decides what is frozen itself)"
         )
-    if cfg.freeze_layers:
-        freeze_bottom(model, cfg.freeze_layers)
+    if cfg.finetune.freeze_layers:
+        freeze_bottom(model, cfg.finetune.freeze_layers)
         groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
     return groups, before_batch
 

@@ -56,14 +56,14 @@ def prepare(
     model: torch.nn.Module, cfg, train_feats: list[dict[str, Any]], dev_feats: list[dict[str, Any]], collate
 ) -> tuple[torch.nn.Module, list[dict[str, Any]], list[dict[str, Any]]]:
     """(top view to train, train and dev examples with their cached states): split `model` below
-    layer `cfg.freeze_layers` and run the bottom once over both sets, on the device and in the
+    layer `cfg.finetune.freeze_layers` and run the bottom once over both sets, on the device and in the
     precision the loop will use."""
     from accelerate import PartialState
 
     from plmkit.models.partial import split
     from plmkit.train.loop import prefer_fast_attention, resolve_precision
 
-    bottom, top = split(model, cfg.freeze_layers)
+    bottom, top = split(model, cfg.finetune.freeze_layers)
     precision = resolve_precision(cfg.loop.mixed_precision)
     device = PartialState().device
     model.to(device)

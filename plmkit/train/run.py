@@ -122,8 +122,8 @@ def finetune_plan(
 
     torch.manual_seed(cfg.loop.seed)
     model = task.build_model(source, train.labels, cfg, tokenizer)
-    if cfg.keep_layers:
-        keep_bottom_layers(model, cfg.keep_layers)
+    if cfg.finetune.keep_layers:
+        keep_bottom_layers(model, cfg.finetune.keep_layers)
     param_groups, before_batch = finetune_setup(model, cfg)  # the head: everything outside the encoder
     collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
     trained, items, dev_items, extra = model, train.items, dev.items if dev else [], {}
@@ -147,7 +147,7 @@ def finetune_plan(
         predict_dev=predict_dev if dev_items else None,
         param_groups=param_groups,
         before_batch=before_batch,
-        find_unused_parameters=cfg.gradual_unfreeze,
+        find_unused_parameters=cfg.finetune.gradual_unfreeze,
         extra=extra,
     )
 
@@ -166,7 +166,7 @@ def train(
     at `output`."""
     tasks()
     task: Task = TASKS.get(cfg.task)
-    check_applicable(cfg, tagging=task.label_type == "tags")
+    check_applicable(cfg, task.options)
     cfg = dataclasses.replace(cfg, head=resolve_head(task, cfg))
     output, started = Path(output), time.time()
     dev_spec = default_dev(train_spec, dev_spec)
@@ -177,8 +177,6 @@ def train(
     )
     if not train_data.items:
         raise DataError("no example has a token the tokenizer keeps", path=train_spec)
-    from plmkit.tasks.tagging import unit_tokens_for
-
     meta = {
         "plmkit_version": __version__,
         "task": task.name,
@@ -188,13 +186,8 @@ def train(
         "scheme": train_data.labels.scheme,
         "base_model": cfg.model,
         "max_length": cfg.max_length,
-        "truncation": cfg.truncation,
-        "head_tokens": cfg.head_tokens,
-        "window_overlap": cfg.window_overlap,
-        "unit_tokens": unit_tokens_for(tokenizer, cfg.unit_tokens),
-        "bigram_buckets": cfg.bigram_buckets,
-        "bigram_dim": cfg.bigram_dim,
-        "layers": cfg.layers,
+        **{key: getattr(cfg, key) for key in task.options},  # the data options it was trained with
+        **task.meta(tokenizer, cfg),
         "text_column": cfg.text_column,
         "text_pair_column": cfg.text_pair_column,
         "label_column": cfg.label_column,
@@ -246,9 +239,7 @@ def train(
         "seconds": round(time.time() - started, 1),
         "stopped_early": state.stopped_early,
     }
-    if task.label_type == "tags":
-        summary |= {"head": cfg.head, "scheme": train_data.labels.scheme, "windows": len(train_data.items)}
-    return summary | plan.extra
+    return summary | task.summary(train_data, cfg) | plan.extra
 
 
 def _cfg_from_meta(meta: dict[str, Any], encoding: str | None) -> TrainConfig:

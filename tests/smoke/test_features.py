@@ -208,7 +208,7 @@ def test_pair_esim_head_learns_a_relation(tiny_model_dir, tmp_path):
 
 
 def test_feature_mode_config_errors(tiny_model_dir, toy_data, tmp_path):
-    with pytest.raises(ConfigError, match="layer_lr_decay: applies to mode finetune"):
+    with pytest.raises(ConfigError, match="layer_lr_decay: applies to modes finetune and partial"):
         _run(tiny_model_dir, toy_data, tmp_path / "a", tmp_path / "c", layer_lr_decay="0.9")
     with pytest.raises(ConfigError, match="layers: 3 is out of range"):
         _run(tiny_model_dir, toy_data, tmp_path / "b", tmp_path / "c", layers="3")

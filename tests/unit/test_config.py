@@ -242,7 +242,7 @@ ENUMS = [
     (TrainConfig, "head", ("cls", "pool", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim")),
     (TrainConfig, "pooling", ("mean", "max", "mean_max")),
     (TrainConfig, "unit_tokens", ("auto", "word", "piece")),
-    (TrainConfig, "feature_cache", ("disk", "memory")),
+    (TrainConfig, "features.feature_cache", ("disk", "memory")),
     (TrainConfig, "loop.schedule", ("linear", "constant", "stlr")),
     (TrainConfig, "loop.mixed_precision", ("no", "fp16", "bf16", "auto")),
     (PretrainConfig, "loop.schedule", ("linear", "constant", "stlr")),
@@ -282,7 +282,7 @@ def _literal_keys(cls: type, prefix: str = "") -> set[str]:
 
 def test_every_literal_key_is_tested_here():
     for cls in (TrainConfig, PretrainConfig):
-        extra = {"layers"} if cls is TrainConfig else set()  # Literal | int: its own tests below
+        extra = {"features.layers"} if cls is TrainConfig else set()  # Literal | int: its own tests below
         assert _literal_keys(cls) == {key for c, key, _ in ENUMS if c is cls} | extra
 
 
@@ -391,7 +391,7 @@ def test_literals_match_the_code_that_reads_them():
     }
     assert values(PretrainConfig, "albert.sharing") == set(SHARING_MODES)
     assert values(PretrainConfig, "elmo.token_encoder") == set(TOKEN_ENCODERS)
-    assert values(TrainConfig, "layers") == {"mix", "last"}
+    assert values(TrainConfig, "features.layers") == {"mix", "last"}
 
 
 # --- layers (mode features): mix, last or a layer number >= 0 ------------------------------------------------------
@@ -399,7 +399,7 @@ def test_literals_match_the_code_that_reads_them():
 
 @pytest.mark.parametrize("value, expected", [("mix", "mix"), ("last", "last"), ("0", 0), ("3", 3), ("12", 12)])
 def test_layers_accepted_from_command_line(value, expected):
-    got = build_config(TrainConfig, overrides={"layers": value}).layers
+    got = build_config(TrainConfig, overrides={"layers": value}).features.layers
     assert got == expected and type(got) is type(expected)
 
 
@@ -407,7 +407,7 @@ def test_layers_accepted_from_command_line(value, expected):
     "text, expected", [("mix", "mix"), ("last", "last"), ("0", 0), ("2", 2), ('"2"', 2), ("2.0", 2)]
 )
 def test_layers_accepted_from_yaml(tmp_path, text, expected):
-    got = build_config(TrainConfig, _yaml(tmp_path, f"layers: {text}\n")).layers
+    got = build_config(TrainConfig, _yaml(tmp_path, f"layers: {text}\n")).features.layers
     assert got == expected and type(got) is type(expected)
 
 
@@ -442,29 +442,54 @@ def test_invalid_yaml_is_one_line_naming_file_and_line(tmp_path):
     assert message.startswith(f"{path}:3:1: not valid YAML: ") and "\n" not in message
 
 
+def _options(task: str) -> tuple[str, ...]:
+    """The task-specific options the registered task reads."""
+    from plmkit.registry import TASKS
+    from plmkit.train.run import tasks
+
+    tasks()
+    return TASKS.get(task).options
+
+
 @pytest.mark.parametrize(
-    "overrides, tagging, message",
+    "overrides, message",
     [
         (
             {"mode": "features", "head_lr": "1e-3"},
-            False,
-            "head_lr: applies to mode finetune or partial, not to task classification, mode features",
+            "head_lr: applies to modes finetune and partial [(]finetune.head_lr[)], not to task classification, "
+            "mode features$",
         ),
-        ({"layers": "3"}, False, "layers: applies to mode features, not to task classification, mode finetune"),
-        ({"task": "ner", "window_overlap": "8", "truncation": "tail"}, True, "truncation: applies to the text tasks"),
-        ({"window_overlap": "8"}, False, "window_overlap: applies to the tagging tasks"),
         (
-            {"task": "ner", "mode": "features", "bigram_buckets": "64"},
-            True,
-            "bigram_buckets: applies to the tagging tasks",
+            {"mode": "features", "keep_layers": "2"},
+            "keep_layers: .*, mode features; in mode features, layers=N reads layer N$",
         ),
-        ({"cache_dir": "/tmp/x"}, False, "cache_dir: applies to mode features"),
+        ({"layers": "3"}, "layers: applies to mode features [(]features.layers[)], not to task classification, mode"),
+        ({"mode": "partial", "cache_dir": "/tmp/x"}, "cache_dir: applies to mode features"),
+        (
+            {"task": "ner", "window_overlap": "8", "truncation": "tail"},
+            "truncation: task ner does not read it [(]it reads window_overlap, unit_tokens, bigram_buckets, bigram_dim",
+        ),
+        (
+            {"window_overlap": "8"},
+            "window_overlap: task classification does not read it [(]it reads truncation, head_tokens, pooling[)]",
+        ),
+        ({"task": "cws", "mode": "features", "bigram_buckets": "64"}, "bigram_buckets: applies to modes finetune and"),
     ],
 )
-def test_an_option_that_does_nothing_here_is_an_error(overrides, tagging, message):
+def test_an_option_that_does_nothing_here_is_an_error(overrides, message):
     cfg = build_config(TrainConfig, None, overrides)
     with pytest.raises(ConfigError, match=message):
-        check_applicable(cfg, tagging)
+        check_applicable(cfg, _options(cfg.task))
+
+
+def test_mode_options_live_in_their_sections_and_flat_keys_reach_them(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("mode: features\nfeatures:\n  layers: 2\n  feature_cache: memory\n", encoding="utf-8")
+    cfg = build_config(TrainConfig, path, {"cache_dir": "/tmp/c"})
+    assert (cfg.features.layers, cfg.features.feature_cache, cfg.features.cache_dir) == (2, "memory", "/tmp/c")
+    assert build_config(TrainConfig, None, {"finetune.head_lr": "3e-3"}).finetune.head_lr == 3e-3
+    assert build_config(TrainConfig, None, {"head_lr": "3e-3"}).finetune.head_lr == 3e-3
+    check_applicable(cfg, _options("classification"))
 
 
 def test_options_under_a_switch_that_is_off_are_not_errors():
@@ -474,20 +499,16 @@ def test_options_under_a_switch_that_is_off_are_not_errors():
         None,
         {"task": "ner", "bigram_buckets": "0", "bigram_dim": "8", "gradual_unfreeze": "false", "unfreeze_every": "10"},
     )
-    check_applicable(cfg, tagging=True)
-    assert inapplicable(cfg, tagging=True) == []
+    check_applicable(cfg, _options("ner"))
+    assert inapplicable(cfg, _options("ner")) == {}
+    assert inapplicable(build_config(TrainConfig, None, {"mode": "features", "unfreeze_every": "10"}), ()) == {}
 
 
 def test_without_inapplicable_resets_only_what_does_nothing():
-    cfg = build_config(
-        TrainConfig, None, {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9", "layers": "2", "lr": "1e-2"}
-    )
-    reset = without_inapplicable(cfg, tagging=False)
-    assert reset == {"head_lr": None, "layer_lr_decay": 1.0}
-    fixed = build_config(
-        TrainConfig,
-        None,
-        {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9", "layers": "2", "lr": "1e-2"} | reset,
-    )
-    check_applicable(fixed, tagging=False)
-    assert (fixed.layers, fixed.loop.lr) == (2, 1e-2)
+    given = {"mode": "features", "head_lr": "1e-3", "layer_lr_decay": "0.9", "layers": "2", "lr": "1e-2"}
+    cfg = build_config(TrainConfig, None, given | {"window_overlap": "8"})
+    reset = without_inapplicable(cfg, _options("classification"))
+    assert reset == {"head_lr": None, "layer_lr_decay": 1.0, "window_overlap": 32}
+    fixed = build_config(TrainConfig, None, given | reset)
+    check_applicable(fixed, _options("classification"))
+    assert (fixed.features.layers, fixed.loop.lr) == (2, 1e-2)
