@@ -104,7 +104,7 @@ class TrainConfig:
     # features mode: also mlp | bilstm (texts), esim | mlp (pairs); which of them a task takes is checked by its runner
     head: Literal["cls", "pool", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"] | None = None
     pooling: Literal["mean", "max", "mean_max"] = "mean"  # classification, pair, regression with head=pool
-    # ner, cws: how each character becomes tokens (see tasks/tagging.py)
+    # ner, cws: how each character becomes tokens (see data/units.py)
     unit_tokens: Literal["auto", "word", "piece"] = "auto"
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
     # ner, cws: hashed character-bigram embeddings (the bigram ending and the one starting at each unit),

@@ -8,10 +8,8 @@ plmkit model types registered with the Auto classes, so `AutoModel` opens them o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +19,23 @@ from plmkit.config import PretrainConfig
 from plmkit.errors import ConfigError, ModelError
 from plmkit.io import atomic_path
 from plmkit.models.saving import save_model_dir
+from plmkit.pretrain.arch import (
+    ARCHS,
+    Arch,
+    Batch,
+    load_checked,
+    masking,
+    mlm_items,
+    model_inputs,
+    positions,
+    wordpiece,
+)
 from plmkit.pretrain.masking import IGNORE_INDEX
 from plmkit.pretrain.objectives import (
+    SBO_FILE,
+    ElectraPretrainer,
+    SpanBertPretrainer,
     SpanBoundaryHead,
-    mlm_collate,
     mlm_loss,
     pair_collate,
     rtd_labels,
@@ -33,29 +44,7 @@ from plmkit.pretrain.objectives import (
     sbo_loss,
     span_collate,
 )
-from plmkit.pretrain.tokenizer import train_byte_bpe, train_wordpiece
-from plmkit.registry import Registry
-
-Batch = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    objective: str  # what the log and the loss plot call the loss
-    make_tokenizer: Callable[[Sequence[str], PretrainConfig], Any]
-    build: Callable[[PretrainConfig, Any], nn.Module]  # (cfg, tokenizer) -> a fresh pretraining model
-    load: Callable[[str, PretrainConfig, Any], nn.Module]  # (checkpoint dir, cfg, tokenizer) -> pretraining model
-    collate: Callable[..., Batch]  # (items, tokenizer, cfg, pool) -> batch; items are (epoch, index, segment)
-    loss: Callable[[nn.Module, Batch], torch.Tensor]
-    save: Callable[[nn.Module, Any, Path, dict], None] = lambda model, tok, out, extra: save_model_dir(
-        out, model, tok, extra
-    )
-    model_types: tuple[str, ...] = ()  # checkpoints `init` may name
-    masks: bool = True  # whole_word and mask_rate apply
-
-
-ARCHS: Registry[Arch] = Registry("arch")
+from plmkit.pretrain.tokenizer import train_byte_bpe
 
 
 def check_options(cfg: PretrainConfig) -> Arch:
@@ -89,43 +78,6 @@ def check_options(cfg: PretrainConfig) -> Arch:
     return arch
 
 
-def load_checked(auto_class, source: str, arch: Arch):
-    """`auto_class.from_pretrained(source)`, refusing a checkpoint of another family."""
-    from plmkit.models.encoders import load_config
-
-    model_type = load_config(source).model_type
-    if model_type not in arch.model_types:
-        raise ModelError(
-            f"{source}: a {model_type} checkpoint cannot continue as arch {arch.name!r} "
-            f"(it takes {', '.join(arch.model_types)})"
-        )
-    return auto_class.from_pretrained(source, use_safetensors=True)
-
-
-def _positions(cfg: PretrainConfig) -> int:
-    return max(512, cfg.max_length)
-
-
-def _wordpiece(lines: Sequence[str], cfg: PretrainConfig):
-    return train_wordpiece(lines, cfg.vocab_size, _positions(cfg))
-
-
-def _mlm_items(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
-    return mlm_collate(
-        items,
-        tokenizer=tokenizer,
-        seed=cfg.loop.seed,
-        rate=cfg.mask_rate,
-        whole_word=cfg.whole_word,
-        dynamic=cfg.dynamic_masking,
-    )
-
-
-def _inputs(batch: Batch, with_types: bool = False) -> Batch:
-    keys = ("input_ids", "attention_mask", "token_type_ids") if with_types else ("input_ids", "attention_mask")
-    return {k: batch[k] for k in keys if k in batch}
-
-
 # --- BERT: MLM, optional NSP -------------------------------------------------------------------
 
 
@@ -138,7 +90,7 @@ def _bert_config(cfg: PretrainConfig, tokenizer):
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=_positions(cfg),
+        max_position_embeddings=positions(cfg),
         pad_token_id=tokenizer.pad_token_id,
     )
 
@@ -155,23 +107,21 @@ def _bert_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
     return load_checked(AutoModelForPreTraining if cfg.nsp else AutoModelForMaskedLM, source, ARCHS.get("bert"))
 
 
+def _pairs(kind: str) -> Callable[..., Batch]:
+    """A collate of sentence pairs (`kind` nsp or sop) with MLM on top, from the config's masking options."""
+
+    def collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
+        return pair_collate(items, tokenizer=tokenizer, **masking(cfg), kind=kind, pool=pool)
+
+    return collate
+
+
 def _bert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
-    if not cfg.nsp:
-        return _mlm_items(items, tokenizer, cfg, pool)
-    return pair_collate(
-        items,
-        tokenizer=tokenizer,
-        seed=cfg.loop.seed,
-        rate=cfg.mask_rate,
-        whole_word=cfg.whole_word,
-        dynamic=cfg.dynamic_masking,
-        kind="nsp",
-        pool=pool,
-    )
+    return (_pairs("nsp") if cfg.nsp else mlm_items)(items, tokenizer, cfg, pool)
 
 
 def _bert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    out = model.bert(**_inputs(batch, with_types=True))
+    out = model.bert(**model_inputs(batch, with_types=True))
     loss = mlm_loss(model.cls.predictions, out.last_hidden_state, batch["labels"])
     if "pair_labels" in batch:  # BertForPreTraining: NSP from the pooled [CLS]
         loss = loss + F.cross_entropy(model.cls.seq_relationship(out.pooler_output).float(), batch["pair_labels"])
@@ -180,7 +130,7 @@ def _bert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 ARCHS.add(
     "bert",
-    Arch("bert", "masked-LM", _wordpiece, _bert_build, _bert_load, _bert_collate, _bert_loss, model_types=("bert",)),
+    Arch("bert", "masked-LM", wordpiece, _bert_build, _bert_load, _bert_collate, _bert_loss, model_types=("bert",)),
 )
 
 
@@ -199,7 +149,7 @@ def _albert_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
         num_layers=cfg.num_layers,
         num_heads=cfg.num_heads,
         intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=_positions(cfg),
+        max_position_embeddings=positions(cfg),
         pad_token_id=tokenizer.pad_token_id,
         sharing=cfg.albert.sharing,
     )
@@ -214,21 +164,8 @@ def _albert_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
     return load_checked(AutoModelForPreTraining, source, ARCHS.get("albert"))
 
 
-def _albert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
-    return pair_collate(
-        items,
-        tokenizer=tokenizer,
-        seed=cfg.loop.seed,
-        rate=cfg.mask_rate,
-        whole_word=cfg.whole_word,
-        dynamic=cfg.dynamic_masking,
-        kind="sop",
-        pool=pool,
-    )
-
-
 def _albert_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    out = model.albert(**_inputs(batch, with_types=True))
+    out = model.albert(**model_inputs(batch, with_types=True))
     mlm = mlm_loss(model.predictions, out.last_hidden_state, batch["labels"])
     return mlm + F.cross_entropy(model.sop_classifier(out.pooler_output).float(), batch["pair_labels"])
 
@@ -238,10 +175,10 @@ ARCHS.add(
     Arch(
         "albert",
         "masked-LM + sentence order",
-        _wordpiece,
+        wordpiece,
         _albert_build,
         _albert_load,
-        _albert_collate,
+        _pairs("sop"),
         _albert_loss,
         model_types=("albert", "plmkit-albert"),
     ),
@@ -261,7 +198,7 @@ def _roberta_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
         intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=_positions(cfg) + pad + 1,  # positions start after padding_idx
+        max_position_embeddings=positions(cfg) + pad + 1,  # positions start after padding_idx
         type_vocab_size=1,
         pad_token_id=pad,
         bos_token_id=tokenizer.bos_token_id,
@@ -277,7 +214,7 @@ def _roberta_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 
 
 def _roberta_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    return mlm_loss(model.lm_head, model.roberta(**_inputs(batch)).last_hidden_state, batch["labels"])
+    return mlm_loss(model.lm_head, model.roberta(**model_inputs(batch)).last_hidden_state, batch["labels"])
 
 
 ARCHS.add(
@@ -285,10 +222,10 @@ ARCHS.add(
     Arch(
         "roberta",
         "masked-LM",
-        lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "roberta", _positions(cfg)),
+        lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "roberta", positions(cfg)),
         _roberta_build,
         _roberta_load,
-        _mlm_items,
+        mlm_items,
         _roberta_loss,
         model_types=("roberta",),
     ),
@@ -296,23 +233,6 @@ ARCHS.add(
 
 
 # --- ELECTRA: a small MLM generator, a discriminator on replaced-token detection -------------------
-
-
-class ElectraPretrainer(nn.Module):
-    """Generator and discriminator with one set of embeddings; the discriminator is what fine-tunes."""
-
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, disc_weight: float, seed: int = 0):
-        super().__init__()
-        self.generator, self.discriminator, self.disc_weight, self.seed = generator, discriminator, disc_weight, seed
-        generator.electra.embeddings = discriminator.electra.embeddings  # token, position, type embeddings shared
-        generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
-        self._sampler: torch.Generator | None = None
-
-    def sampler(self, device: torch.device) -> torch.Generator:
-        """The generator's samples come from their own seeded stream, not the global one."""
-        if self._sampler is None or self._sampler.device != device:
-            self._sampler = torch.Generator(device=device).manual_seed(self.seed)
-        return self._sampler
 
 
 def _electra_configs(cfg: PretrainConfig, tokenizer):
@@ -326,7 +246,7 @@ def _electra_configs(cfg: PretrainConfig, tokenizer):
             num_hidden_layers=cfg.num_layers,
             num_attention_heads=heads,
             intermediate_size=intermediate,
-            max_position_embeddings=_positions(cfg),
+            max_position_embeddings=positions(cfg),
             pad_token_id=tokenizer.pad_token_id,
         )
 
@@ -367,7 +287,7 @@ def _electra_loss(model: ElectraPretrainer, batch: Batch) -> torch.Tensor:
     labels = batch["labels"]  # (B, T)
     chosen = labels != IGNORE_INDEX  # (B, T)
     gen = model.generator
-    hidden = gen.electra(**_inputs(batch)).last_hidden_state  # (B, T, Hg)
+    hidden = gen.electra(**model_inputs(batch)).last_hidden_state  # (B, T, Hg)
     logits = gen.generator_lm_head(gen.generator_predictions(hidden[chosen]))  # (M, V)
     gen_loss = F.cross_entropy(logits.float(), labels[chosen])
     original = torch.where(chosen, labels, batch["input_ids"])  # (B, T)
@@ -388,10 +308,10 @@ ARCHS.add(
     Arch(
         "electra",
         "MLM + weighted replaced-token detection",
-        _wordpiece,
+        wordpiece,
         _electra_build,
         _electra_load,
-        _mlm_items,
+        mlm_items,
         _electra_loss,
         _electra_save,
         model_types=("electra",),
@@ -400,15 +320,6 @@ ARCHS.add(
 
 
 # --- SpanBERT: span masking + the span-boundary objective --------------------------------------
-
-
-class SpanBertPretrainer(nn.Module):
-    def __init__(self, mlm: nn.Module, sbo: SpanBoundaryHead, sbo_weight: float):
-        super().__init__()
-        self.mlm, self.sbo, self.sbo_weight = mlm, sbo, sbo_weight
-
-
-SBO_FILE = "sbo_head.safetensors"
 
 
 def _spanbert_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
@@ -445,7 +356,7 @@ def _spanbert_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
 
 
 def _spanbert_loss(model: SpanBertPretrainer, batch: Batch) -> torch.Tensor:
-    hidden = model.mlm.bert(**_inputs(batch)).last_hidden_state  # (B, T, H)
+    hidden = model.mlm.bert(**model_inputs(batch)).last_hidden_state  # (B, T, H)
     mlm = mlm_loss(model.mlm.cls.predictions, hidden, batch["labels"])
     return mlm + model.sbo_weight * sbo_loss(hidden, batch, model.sbo, model.mlm.cls.predictions.decoder)
 
@@ -464,7 +375,7 @@ ARCHS.add(
     Arch(
         "spanbert",
         "masked-LM + span boundary",
-        _wordpiece,
+        wordpiece,
         _spanbert_build,
         _spanbert_load,
         _spanbert_collate,
@@ -488,7 +399,7 @@ def _gpt_build(cfg: PretrainConfig, tokenizer) -> nn.Module:
         n_layer=cfg.num_layers,
         n_head=cfg.num_heads,
         n_inner=cfg.intermediate_size,
-        n_positions=_positions(cfg),
+        n_positions=positions(cfg),
         bos_token_id=eos,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
@@ -515,7 +426,7 @@ def _lm_collate(items, tokenizer, cfg: PretrainConfig, pool) -> Batch:
 
 
 def _gpt_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    hidden = model.transformer(**_inputs(batch)).last_hidden_state  # (B, T, H)
+    hidden = model.transformer(**model_inputs(batch)).last_hidden_state  # (B, T, H)
     real = batch["attention_mask"][:, 1:].bool()  # (B, T-1): positions with a next token to predict
     logits = model.lm_head(hidden[:, :-1][real])  # (M, V)
     return F.cross_entropy(logits.float(), batch["input_ids"][:, 1:][real])
@@ -526,7 +437,7 @@ ARCHS.add(
     Arch(
         "gpt",
         "causal LM",
-        lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "gpt", _positions(cfg)),
+        lambda lines, cfg: train_byte_bpe(lines, cfg.vocab_size, "gpt", positions(cfg)),
         _gpt_build,
         _gpt_load,
         _lm_collate,
@@ -560,7 +471,7 @@ def _elmo_load(source: str, cfg: PretrainConfig, tokenizer) -> nn.Module:
 
 
 def _elmo_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    return model(**_inputs(batch)).loss
+    return model(**model_inputs(batch)).loss
 
 
 ARCHS.add(
@@ -568,7 +479,7 @@ ARCHS.add(
     Arch(
         "elmo",
         "forward + backward LM",
-        _wordpiece,
+        wordpiece,
         _elmo_build,
         _elmo_load,
         _lm_collate,

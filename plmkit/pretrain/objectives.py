@@ -343,3 +343,34 @@ def rtd_loss(disc_logits: torch.Tensor, labels: torch.Tensor, attention_mask: to
     disc_logits, labels, attention_mask: (B, T)."""
     real = attention_mask.bool()  # (B, T)
     return F.binary_cross_entropy_with_logits(disc_logits[real].float(), labels[real].float())
+
+
+# --- the pretraining models that join two parts: ELECTRA's generator and discriminator, SpanBERT's MLM and SBO ---
+
+
+class ElectraPretrainer(nn.Module):
+    """Generator and discriminator with one set of embeddings; the discriminator is what fine-tunes."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, disc_weight: float, seed: int = 0):
+        super().__init__()
+        self.generator, self.discriminator, self.disc_weight, self.seed = generator, discriminator, disc_weight, seed
+        generator.electra.embeddings = discriminator.electra.embeddings  # token, position, type embeddings shared
+        generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
+        self._sampler: torch.Generator | None = None
+
+    def sampler(self, device: torch.device) -> torch.Generator:
+        """The generator's samples come from their own seeded stream, not the global one."""
+        if self._sampler is None or self._sampler.device != device:
+            self._sampler = torch.Generator(device=device).manual_seed(self.seed)
+        return self._sampler
+
+
+class SpanBertPretrainer(nn.Module):
+    """A masked-LM model and the span-boundary head beside it; the MLM model is what fine-tunes."""
+
+    def __init__(self, mlm: nn.Module, sbo: SpanBoundaryHead, sbo_weight: float):
+        super().__init__()
+        self.mlm, self.sbo, self.sbo_weight = mlm, sbo, sbo_weight
+
+
+SBO_FILE = "sbo_head.safetensors"

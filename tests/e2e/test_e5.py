@@ -166,8 +166,8 @@ def test_the_converted_directory_is_plain_hugging_face(e5_dirs):
 
 def test_every_character_keeps_its_own_tokens_where_pieces_span_several(e5_dirs):
     from plmkit.data.tagging import Sentence
+    from plmkit.data.units import encode_sentences, unit_tokens_for
     from plmkit.models.encoders import load_tokenizer
-    from plmkit.tasks.tagging import encode_sentences, unit_tokens_for
 
     tok = load_tokenizer(e5_dirs["small"])
     text = "台湾是中国领土不可分割的一部分。ＡＢＣ１２３ ok"
@@ -398,9 +398,9 @@ def test_prune_vocab_cli_reports_on_a_shipped_split(e5_dirs, tmp_path, capsys):
 
 
 def test_piece_units_need_a_sentencepiece_tokenizer(tiny_model_dir):
+    from plmkit.data.units import unit_tokens_for
     from plmkit.errors import ConfigError
     from plmkit.models.encoders import load_tokenizer
-    from plmkit.tasks.tagging import unit_tokens_for
 
     tok = load_tokenizer(str(tiny_model_dir))  # WordPiece
     assert unit_tokens_for(tok, "auto") == "word"

@@ -11,9 +11,10 @@ from conftest import toy_tagged, write_conll, write_jsonl
 from plmkit import api
 from plmkit.cli import main
 from plmkit.data.tagging import Sentence, spans_to_tags, tags_to_spans
+from plmkit.data.units import encode_sentences
 from plmkit.errors import ConfigError, DataError
 from plmkit.models.encoders import load_tokenizer, resolve_model
-from plmkit.tasks.tagging import char_spans, encode_sentences, make_features, stitch, unit_bigrams, windows
+from plmkit.tasks.tagging import char_spans, make_features, stitch, unit_bigrams, windows
 
 FAST = {"epochs": 8, "lr": 3e-3, "batch_size": 16, "progress": False}
 
@@ -121,7 +122,7 @@ def test_windows_cover_every_unit_and_stitch_takes_the_central_copy():
     assert all(sum(lengths[a:b]) <= 5 for a, b in spans)
     assert windows([9, 1], budget=4, overlap=2) == [(0, 1), (1, 2)]  # a unit longer than the budget stands alone
 
-    from plmkit.tasks.tagging import Encoded
+    from plmkit.data.units import Encoded
 
     e = Encoded(
         Sentence("abcdefgh", tuple((i, i + 1) for i in range(8))), [(i, i + 1) for i in range(8)], [[1]] * 8, None

@@ -360,12 +360,12 @@ def test_literals_match_the_code_that_reads_them():
     import typing
 
     from plmkit.data.truncation import STRATEGIES
+    from plmkit.data.units import UNIT_TOKENS
     from plmkit.models import feature_heads, tagger
     from plmkit.models.albert import SHARING_MODES
     from plmkit.models.elmo import TOKEN_ENCODERS
     from plmkit.models.pooled import POOLINGS
     from plmkit.tasks.classification import SEQUENCE_HEADS
-    from plmkit.tasks.tagging import UNIT_TOKENS
     from plmkit.train.optim import SCHEDULES
 
     def values(cls, key):
