@@ -100,9 +100,11 @@ class TrainConfig:
     # finetune | partial (the embeddings and bottom freeze_layers layers run once, cached; the rest fine-tunes)
     # | features (the frozen encoder runs once, its layers cached, a head trained on them)
     mode: Literal["finetune", "partial", "features"] = "finetune"
-    # classification, pair, regression: cls | pool; ner, cws: softmax | crf | bilstm_crf;
+    # classification, pair, regression: cls | pool | textcnn | rnn_cnn; ner, cws: softmax | crf | bilstm_crf;
     # features mode: also mlp | bilstm (texts), esim | mlp (pairs); which of them a task takes is checked by its runner
-    head: Literal["cls", "pool", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"] | None = None
+    head: (
+        Literal["cls", "pool", "textcnn", "rnn_cnn", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"] | None
+    ) = None
     pooling: Literal["mean", "max", "mean_max"] = "mean"  # classification, pair, regression with head=pool
     # ner, cws: how each character becomes tokens (see data/units.py)
     unit_tokens: Literal["auto", "word", "piece"] = "auto"

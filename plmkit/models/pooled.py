@@ -1,5 +1,6 @@
-"""Any encoder with a pooled classification head: masked mean, masked max, or both, over the real
-tokens only (padding never counts; for the max it is pushed to the dtype's lowest value).
+"""Any encoder with a classification head on its token states: masked mean, masked max, or both, over
+the real tokens only (padding never counts; for the max it is pushed to the dtype's lowest value), or
+a TextCNN / BiLSTM + TextCNN head on them (plmkit.models.text_heads).
 
 A `[CLS]` head reads one token through a pooler; an encoder trained to be read by its mean
 (e5 pools by the mean of its token states, and its checkpoint has no pooler) may suit a mean
@@ -21,6 +22,9 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from plmkit.models.pooling import POOLINGS, pool
+from plmkit.models.text_heads import TEXT_HEADS, text_head
+
+HEADS = ("pool", *TEXT_HEADS)
 
 
 @strict
@@ -29,10 +33,13 @@ class PooledConfig(PreTrainedConfig):
     sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
 
     encoder_config: PreTrainedConfig | dict | None = None
-    pooling: str = "mean"
+    pooling: str = "mean"  # head pool
     classifier_dropout: float | int | None = None
+    head: str = "pool"  # pool | textcnn | rnn_cnn
 
     def __post_init__(self, **kwargs):
+        if self.head not in HEADS:
+            raise ValueError(f"head: unknown {self.head!r}; known: {', '.join(HEADS)}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: unknown {self.pooling!r}; known: {', '.join(POOLINGS)}")
         super().__post_init__(**kwargs)
@@ -47,7 +54,7 @@ class PooledConfig(PreTrainedConfig):
 
 
 class PooledForSequenceClassification(PreTrainedModel):
-    """encoder (no pooler) -> masked pooling -> dropout -> Linear(H or 2H, C)."""
+    """encoder (no pooler) -> masked pooling -> dropout -> Linear(H or 2H, C); or encoder -> a text head."""
 
     config_class = PooledConfig
     base_model_prefix = "encoder"
@@ -60,12 +67,15 @@ class PooledForSequenceClassification(PreTrainedModel):
         if dropout is None:
             dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(dropout)
-        width = config.encoder_config.hidden_size * (2 if config.pooling == "mean_max" else 1)
-        self.classifier = nn.Linear(width, config.num_labels)
+        hidden = config.encoder_config.hidden_size
+        if config.head == "pool":
+            self.classifier = nn.Linear(hidden * (2 if config.pooling == "mean_max" else 1), config.num_labels)
+        else:
+            self.classifier = text_head(config.head, hidden, config.num_labels, dropout)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if module is getattr(self, "classifier", None):
+        if module is getattr(self, "classifier", None) and isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
             nn.init.zeros_(module.bias)
 
@@ -88,7 +98,10 @@ class PooledForSequenceClassification(PreTrainedModel):
         if token_type_ids is not None and self.config.type_vocab_size > 1:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)
-        logits = self.classifier(self.dropout(pool(hidden, attention_mask, self.config.pooling)))  # (B, C)
+        if self.config.head == "pool":
+            logits = self.classifier(self.dropout(pool(hidden, attention_mask, self.config.pooling)))  # (B, C)
+        else:
+            logits = self.classifier(hidden, attention_mask.bool())  # (B, C): the head has its own dropout
         return SequenceClassifierOutput(logits=logits)  # the loss is the task's, outside the model
 
 
@@ -100,15 +113,22 @@ def _without_pooler(build, *args, **kwargs) -> nn.Module:
 
 
 def build_pooled_classifier(
-    source: str, pooling: str, labels_kwargs: dict, dropout: float | None = None, trust_remote_code: bool = False
+    source: str,
+    pooling: str,
+    labels_kwargs: dict,
+    dropout: float | None = None,
+    trust_remote_code: bool = False,
+    head: str = "pool",
 ) -> PooledForSequenceClassification:
-    """A pooled classifier on the pretrained encoder at `source`; `labels_kwargs`: num_labels, id2label, ..."""
+    """A classifier with `head` (pool, textcnn, rnn_cnn) on the pretrained encoder at `source`;
+    `labels_kwargs`: num_labels, id2label, ..."""
     encoder = _without_pooler(
         AutoModel.from_pretrained, source, use_safetensors=True, trust_remote_code=trust_remote_code
     )
     config = PooledConfig(
         encoder_config=encoder.config.to_dict(),
         pooling=pooling,
+        head=head,
         classifier_dropout=dropout,
         pad_token_id=encoder.config.pad_token_id,
         **labels_kwargs,

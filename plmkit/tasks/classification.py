@@ -19,7 +19,7 @@ from plmkit.errors import DataError
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Featurized, Labels, Task, collate_tokens
 
-SEQUENCE_HEADS = ("cls", "pool")
+SEQUENCE_HEADS = ("cls", "pool", "textcnn", "rnn_cnn")
 
 
 def build_sequence_classifier(
@@ -32,7 +32,8 @@ def build_sequence_classifier(
     pooling: str = "mean",
 ) -> torch.nn.Module:
     """head `cls` (default): the family's own *ForSequenceClassification; `pool`: masked `pooling`
-    (mean | max | mean_max) over the real tokens (plmkit.models.pooled)."""
+    (mean | max | mean_max) over the real tokens; `textcnn`, `rnn_cnn`: those heads on the token
+    states (plmkit.models.pooled, plmkit.models.text_heads)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -48,11 +49,11 @@ def build_sequence_classifier(
                 kwargs[key] = dropout
     if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
         kwargs["pad_token_id"] = pad_token_id  # GPT-style models find the last real token by it
-    if head == "pool":
+    if head in ("pool", "textcnn", "rnn_cnn"):
         from plmkit.models.pooled import build_pooled_classifier
 
         label_kwargs = {k: v for k, v in kwargs.items() if k in ("num_labels", "id2label", "label2id", "problem_type")}
-        return build_pooled_classifier(source, pooling, label_kwargs, dropout, trust_remote_code)
+        return build_pooled_classifier(source, pooling, label_kwargs, dropout, trust_remote_code, head)
     return AutoModelForSequenceClassification.from_pretrained(
         source, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
     )

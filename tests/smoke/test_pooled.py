@@ -73,3 +73,40 @@ def test_bad_pooling_is_named(tiny_model_dir, toy_data, tmp_path):
             tmp_path / "x",
             overrides={"model": str(tiny_model_dir), "head": "pool", "pooling": "sum"} | FAST,
         )
+
+
+# ---- textcnn and rnn_cnn: heads on the token states ----
+
+
+@pytest.mark.parametrize("head", ["textcnn", "rnn_cnn"])
+def test_text_heads_read_real_tokens_only(head):
+    from plmkit.models.text_heads import text_head
+
+    torch.manual_seed(0)
+    module = text_head(head, 8, 3, 0.0).eval()
+    x = torch.randn(2, 6, 8)  # (B, T, D)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6]).bool()
+    changed = x.clone()
+    changed[0, 4:] = 1e3  # padding: anything
+    with torch.no_grad():
+        torch.testing.assert_close(module(x, mask), module(changed, mask), rtol=0, atol=0)
+        alone = module(x[:1, :4], mask[:1, :4])  # the same text with no padding at all
+        torch.testing.assert_close(module(x, mask)[:1], alone, rtol=1e-5, atol=1e-6)
+    assert module(x, mask).shape == (2, 3)
+
+
+@pytest.mark.parametrize("head", ["textcnn", "rnn_cnn"])
+def test_text_heads_learn_save_and_reload(head, tiny_model_dir, toy_data, tmp_path):
+    out = tmp_path / head
+    overrides = {"model": str(tiny_model_dir), "head": head} | FAST | {"epochs": 6}
+    result = api.train(str(toy_data["train"]), out, dev=str(toy_data["dev"]), overrides=overrides)
+    assert result["dev_metrics"]["dev_accuracy"] >= 0.9
+    assert api.evaluate(out, str(toy_data["dev"]))["accuracy"] == pytest.approx(result["dev_metrics"]["dev_accuracy"])
+    from plmkit.train.run import load
+
+    model = load(out).model
+    assert isinstance(model, PooledForSequenceClassification) and model.config.head == head
+    conv, width = (
+        ("classifier.conv.", 32) if head == "textcnn" else ("classifier.cnn.conv.", 2 * 128)
+    )  # after the BiLSTM
+    assert sum(p.numel() for n, p in model.named_parameters() if n.startswith(conv)) == width * 256 * 3 + 256

@@ -239,7 +239,11 @@ def test_yaml_bool_for_an_int_is_an_error(tmp_path, value):
 ENUMS = [
     (TrainConfig, "truncation", ("head", "tail", "head_tail")),
     (TrainConfig, "mode", ("finetune", "partial", "features")),
-    (TrainConfig, "head", ("cls", "pool", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim")),
+    (
+        TrainConfig,
+        "head",
+        ("cls", "pool", "textcnn", "rnn_cnn", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"),
+    ),
     (TrainConfig, "pooling", ("mean", "max", "mean_max")),
     (TrainConfig, "unit_tokens", ("auto", "word", "piece")),
     (TrainConfig, "features.feature_cache", ("disk", "memory")),
