@@ -96,11 +96,14 @@ def train(
     )
 
 
-def evaluate(model: str | Path, data: str, *, encoding: str | None = None) -> dict[str, Any]:
-    """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
+def evaluate(
+    model: str | Path, data: str, *, encoding: str | None = None, output: str | Path | None = None
+) -> dict[str, Any]:
+    """Metrics of a trained model on labelled data (a file or builtin:NAME[:split]); with `output`, the
+    metrics, a confusion matrix (classes) or per-type bars (entity types) and an HTML report there."""
     from plmkit.train.run import evaluate as run
 
-    return run(model, data, encoding=encoding)
+    return run(model, data, encoding=encoding, output=output)
 
 
 def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
@@ -179,6 +182,37 @@ def predict(
     if output is not None:
         write_predictions(rows, output)
     return rows
+
+
+def keywords(
+    data: str,
+    *,
+    output: str | Path | None = None,
+    by_label: bool = False,
+    top: int = 20,
+    method: str = "textrank",
+    encoding: str = "utf-8",
+    text_column: str = "text",
+    label_column: str = "label",
+) -> dict[str, list[tuple[str, float]]]:
+    """Keywords of the texts in `data` (a file or builtin:NAME[:split]), or of each label's texts with
+    `by_label` (jieba's TextRank or TF-IDF); with `output`, keywords.json, a bar chart and a report there."""
+    from plmkit.data.builtin import load_builtin
+    from plmkit.data.readers import read_examples
+    from plmkit.keywords import keywords as find
+
+    if data.startswith("builtin:"):
+        examples = load_builtin(data)
+    else:
+        examples = read_examples(
+            data, text_column=text_column, label_column=label_column if by_label else None, encoding=encoding
+        )
+    groups = find(examples, by_label=by_label, top=top, method=method)
+    if output is not None:
+        from plmkit.report.keywords import write_keywords
+
+        write_keywords(output, groups, f"{method} keywords of {data}" + (" by label" if by_label else ""))
+    return groups
 
 
 def demo(

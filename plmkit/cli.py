@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 import traceback
+from pathlib import Path
 
 from plmkit.errors import PlmkitError
 
@@ -106,6 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("overrides", nargs="*", metavar="key=value")
 
+    cv = sub.add_parser(
+        "cross-validate", help="k-fold training of any task: a model per fold, out-of-fold predictions, the ensemble"
+    )
+    cv.add_argument("--task", required=True)
+    cv.add_argument("--model", required=True)
+    cv.add_argument("--train", required=True, help="FILE or builtin:NAME")
+    cv.add_argument("--test", help="FILE or builtin:NAME:test (builtin data: its test split by default)")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--output", required=True, help="folder for the fold models, oof.jsonl, results.json, report")
+    cv.add_argument("--config", help="YAML recipe every fold trains with")
+    cv.add_argument("overrides", nargs="*", metavar="key=value")
+
     pv = sub.add_parser(
         "prune-vocab",
         help="keep only the vocabulary pieces a corpus or a script set uses; embeddings and tokenizer remapped",
@@ -127,11 +141,25 @@ def _parser() -> argparse.ArgumentParser:
         help="texts to report segmentation changes on (files or builtin:NAME[:split]); default: the corpus",
     )
 
+    k = sub.add_parser("keywords", help="keywords of a corpus or of each class, with jieba's TextRank or TF-IDF")
+    k.add_argument("--data", required=True, help="FILE or builtin:NAME[:split]")
+    k.add_argument("--by-label", action="store_true", help="one list per label")
+    k.add_argument("--top", type=int, default=20)
+    k.add_argument("--method", choices=["textrank", "tfidf"], default="textrank")
+    k.add_argument("--output", help="DIR for keywords.json, keywords.png and report.html")
+    k.add_argument("--encoding", default="utf-8")
+    k.add_argument("--json", action="store_true")
+
     e = sub.add_parser("evaluate", help="score a trained model on labelled data")
     e.add_argument("--model", required=True)
     e.add_argument("--data", required=True, help="FILE or builtin:NAME[:split]")
     e.add_argument("--encoding", default=None)
     e.add_argument("--json", action="store_true")
+    e.add_argument(
+        "--output",
+        help="DIR for metrics.json, the confusion matrix or per-type bars and report.html "
+        "(default: eval-DATA inside the model's directory)",
+    )
 
     pr = sub.add_parser("predict", help="label texts with a trained model")
     pr.add_argument("--model", required=True)
@@ -160,6 +188,12 @@ def _one_line(text: str) -> str:
 
 def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def evaluation_dir(model: str, data: str) -> Path:
+    """Where `evaluate` writes by default: eval-<data> inside the model's directory."""
+    name = data.removeprefix("builtin:").replace(":", "-") if data.startswith("builtin:") else Path(data).stem
+    return Path(model) / f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name) or 'data'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +246,20 @@ def main(argv: list[str] | None = None) -> int:
                 overrides=overrides,
                 command=command,
             )
+        elif args.command == "cross-validate":
+            from plmkit.experiments.crossval import cross_validate
+
+            result = cross_validate(
+                args.task,
+                args.model,
+                args.train,
+                args.output,
+                folds=args.folds,
+                test=args.test,
+                config=args.config,
+                overrides=overrides,
+                command=command,
+            )
         elif args.command == "compare":
             from plmkit.experiments.compare import compare
 
@@ -238,11 +286,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['changed_share']:.4%} are segmented differently "
                 f"({result['changed_texts']} of {result['texts']} texts)"
             )
+        elif args.command == "keywords":
+            result = api.keywords(
+                args.data,
+                output=args.output,
+                by_label=args.by_label,
+                top=args.top,
+                method=args.method,
+                encoding=args.encoding,
+            )
+            if not args.json:
+                for group, words in result.items():
+                    print(f"{group}: " + "  ".join(f"{w} {s:.3f}" for w, s in words))
         elif args.command == "evaluate":
-            result = api.evaluate(args.model, args.data, encoding=args.encoding)
+            output = args.output or evaluation_dir(args.model, args.data)
+            result = api.evaluate(args.model, args.data, encoding=args.encoding, output=output)
             if not args.json:
                 for key, value in result.items():
                     print(f"{key}: {value}")
+                print(f"report: {Path(output) / 'report.html'}")
         elif args.command == "predict":
             rows = api.predict(
                 args.model,
@@ -270,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         message = _first_line(str(e))
         print(f"plmkit {args.command}: error: {type(e).__name__}{': ' + message if message else ''}", file=sys.stderr)
         return 1
-    if getattr(args, "json", False) or args.command in ("train", "pretrain", "probe-layers", "compare", "prune-vocab"):
+    if getattr(args, "json", False) or args.command in (
+        "train",
+        "pretrain",
+        "probe-layers",
+        "compare",
+        "cross-validate",
+        "prune-vocab",
+    ):
         print(json.dumps(result, ensure_ascii=False))
     return 0

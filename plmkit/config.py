@@ -106,6 +106,11 @@ class TrainConfig:
         Literal["cls", "pool", "textcnn", "rnn_cnn", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"] | None
     ) = None
     pooling: Literal["mean", "max", "mean_max"] = "mean"  # classification, pair, regression with head=pool
+    # classification, pair, regression with head pool | textcnn | rnn_cnn: each token's jieba word (its
+    # first character's) as a learnt vector, added to (projected) or joined with the encoder's states
+    word_fusion: Literal["none", "add", "concat"] = "none"
+    word_buckets: int = 100_000  # word_fusion: hashed word ids (crc32), so no vocabulary file is needed
+    word_dim: int = 64  # word_fusion: the word vectors' width
     # ner, cws: how each character becomes tokens (see data/units.py)
     unit_tokens: Literal["auto", "word", "piece"] = "auto"
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
@@ -335,7 +340,18 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # turning the switch off on the command line must not make the recipe that set them an error
 SECTION_MODES = {"finetune": ("finetune", "partial"), "features": ("features",)}
 # options that only some tasks read; each task record names those it reads (`Task.options`)
-TASK_OPTIONS = ("truncation", "head_tokens", "pooling", "window_overlap", "unit_tokens", "bigram_buckets", "bigram_dim")
+TASK_OPTIONS = (
+    "truncation",
+    "head_tokens",
+    "pooling",
+    "word_fusion",
+    "word_buckets",
+    "word_dim",
+    "window_overlap",
+    "unit_tokens",
+    "bigram_buckets",
+    "bigram_dim",
+)
 
 
 def _modes(modes: tuple[str, ...]) -> str:

@@ -146,3 +146,19 @@ def cut_and_resume(train_spec: str, out: Path, overrides: dict, step: int, **kwa
     with pytest.raises(KeyboardInterrupt):
         api.train(train_spec, out, overrides=overrides, callbacks=[stop_at(step)], **kwargs)
     return api.train(train_spec, out, overrides=overrides, resume=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tok(tiny_model_dir):
+    """The tiny BERT's tokenizer."""
+    from plmkit.models.encoders import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The shipped English MiniLM's WordPiece tokenizer."""
+    from plmkit.models.encoders import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model("minilm-en"))

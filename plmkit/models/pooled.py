@@ -36,8 +36,14 @@ class PooledConfig(PreTrainedConfig):
     pooling: str = "mean"  # head pool
     classifier_dropout: float | int | None = None
     head: str = "pool"  # pool | textcnn | rnn_cnn
+    # jieba word vectors fused into the token states before the head: none | add | concat
+    word_fusion: str = "none"
+    word_buckets: int = 0  # hashed word ids 1..word_buckets-1; 0 is "no word" (special tokens, padding)
+    word_dim: int = 64
 
     def __post_init__(self, **kwargs):
+        if self.word_fusion not in ("none", "add", "concat"):
+            raise ValueError(f"word_fusion: unknown {self.word_fusion!r}; known: none, add, concat")
         if self.head not in HEADS:
             raise ValueError(f"head: unknown {self.head!r}; known: {', '.join(HEADS)}")
         if self.pooling not in POOLINGS:
@@ -68,6 +74,12 @@ class PooledForSequenceClassification(PreTrainedModel):
             dropout = getattr(config.encoder_config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(dropout)
         hidden = config.encoder_config.hidden_size
+        if config.word_fusion != "none":  # the word table, learnt with the head
+            self.words = nn.Embedding(config.word_buckets, config.word_dim, padding_idx=0)
+            if config.word_fusion == "add":
+                self.word_proj = nn.Linear(config.word_dim, hidden, bias=False)
+            else:
+                hidden += config.word_dim
         if config.head == "pool":
             self.classifier = nn.Linear(hidden * (2 if config.pooling == "mean_max" else 1), config.num_labels)
         else:
@@ -87,8 +99,11 @@ class PooledForSequenceClassification(PreTrainedModel):
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        word_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
+        """`word_ids` (B, T): each token's hashed jieba word (0 for none), read when the model fuses word
+        vectors (word_fusion add | concat); without them (a plain `pipeline`) every token reads "no word"."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if attention_mask is None:
@@ -98,6 +113,12 @@ class PooledForSequenceClassification(PreTrainedModel):
         if token_type_ids is not None and self.config.type_vocab_size > 1:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)
+        if self.config.word_fusion != "none":
+            if word_ids is None:
+                word_ids = torch.zeros(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+            words = self.words(word_ids).to(hidden.dtype)  # (B, T, D)
+            fused = hidden + self.word_proj(words) if self.config.word_fusion == "add" else None
+            hidden = fused if fused is not None else torch.cat([hidden, words], -1)  # (B, T, H) or (B, T, H+D)
         if self.config.head == "pool":
             logits = self.classifier(self.dropout(pool(hidden, attention_mask, self.config.pooling)))  # (B, C)
         else:
@@ -119,6 +140,7 @@ def build_pooled_classifier(
     dropout: float | None = None,
     trust_remote_code: bool = False,
     head: str = "pool",
+    words: dict | None = None,
 ) -> PooledForSequenceClassification:
     """A classifier with `head` (pool, textcnn, rnn_cnn) on the pretrained encoder at `source`;
     `labels_kwargs`: num_labels, id2label, ..."""
@@ -129,6 +151,7 @@ def build_pooled_classifier(
         encoder_config=encoder.config.to_dict(),
         pooling=pooling,
         head=head,
+        **(words or {}),
         classifier_dropout=dropout,
         pad_token_id=encoder.config.pad_token_id,
         **labels_kwargs,

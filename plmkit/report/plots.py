@@ -6,6 +6,7 @@ temporary behind, and an older plot at the same path stays as it was.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,24 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    _cjk_font(plt)
     return plt
+
+
+@functools.cache
+def _cjk_font(plt) -> str | None:
+    """Chinese labels (classes, keywords, entity types) drawn in Noto Sans CJK (OFL, the noto-cjk-sans-otc
+    package), Latin text still in DejaVu Sans; without the package, matplotlib's default font."""
+    try:
+        from noto_cjk_sans_otc import FONT_PATH
+    except ImportError:
+        return None
+    from matplotlib import font_manager
+
+    font_manager.fontManager.addfont(str(FONT_PATH))
+    name = font_manager.FontProperties(fname=str(FONT_PATH)).get_name()
+    plt.rcParams["font.family"] = [name, "DejaVu Sans"]
+    return name
 
 
 @contextmanager
@@ -206,5 +224,67 @@ def plot_learning_curves(runs: dict[str, dict], path: str | Path, metric: str, t
         ax_metric.xaxis.get_major_locator().set_params(integer=True)
         ax_metric.grid(alpha=0.3)
         ax_metric.legend(handles=handles)
+        fig.suptitle(title)
+        _save_png(fig, path)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str) -> None:
+    """A confusion matrix: gold class by row, predicted by column, counts in the cells, shaded by each
+    row's share (so a small class reads as clearly as a large one)."""
+    counts = [[int(c) for c in row] for row in matrix]
+    n = len(labels)
+    if n == 0 or len(counts) != n or any(len(row) != n for row in counts):
+        raise ValueError(f"confusion matrix must be {n} x {n} for labels {list(labels)!r}")
+    shares = [[c / max(1, sum(row)) for c in row] for row in counts]
+    size = max(3.5, 0.6 * n + 2)
+    with _figure(figsize=(size + 1, size)) as (fig, ax):
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for i, row in enumerate(counts):
+            for j, c in enumerate(row):
+                ax.text(j, i, str(c), ha="center", va="center", color="white" if shares[i][j] > 0.5 else "black")
+        ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+        ax.set_yticks(range(n), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, label="share of the gold row")
+        _save_png(fig, path)
+
+
+def plot_per_type(per_type: dict[str, dict[str, float]], path: str | Path, title: str) -> None:
+    """Precision, recall and F1 of each type (entity types, say) side by side, with its support."""
+    names = sorted(per_type)
+    if not names:
+        raise ValueError("no types to plot")
+    metrics = ("precision", "recall", "f1")
+    width = 0.8 / len(metrics)
+    with _figure(figsize=(max(5.0, 1.4 * len(names) + 2), 3.8)) as (fig, ax):
+        for k, metric in enumerate(metrics):
+            xs = [i + (k - 1) * width for i in range(len(names))]
+            ax.bar(xs, [float(per_type[t][metric]) for t in names], width, label=metric, color=f"C{k}")
+        support = [f"{t}\n(n={per_type[t].get('support', '?')})" for t in names]
+        ax.set_xticks(range(len(names)), support)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("score")
+        ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(loc="lower right")
+        _save_png(fig, path)
+
+
+def plot_keywords(groups: dict[str, Sequence[tuple[str, float]]], path: str | Path, title: str) -> None:
+    """One horizontal bar chart per group (class), its keywords best on top."""
+    if not groups or not any(groups.values()):
+        raise ValueError("no keywords to plot")
+    names = list(groups)
+    rows = max(len(v) for v in groups.values())
+    size = (3.6 * len(names) + 1, 0.28 * rows + 1.5)
+    with _figure(nrows=1, ncols=len(names), figsize=size, squeeze=False) as (fig, axes):
+        for ax, name in zip(axes[0], names):
+            words = list(groups[name])[::-1]
+            ax.barh(range(len(words)), [float(s) for _, s in words], color="C0")
+            ax.set_yticks(range(len(words)), [w for w, _ in words])
+            ax.set_title(name)
+            ax.grid(axis="x", alpha=0.3)
         fig.suptitle(title)
         _save_png(fig, path)

@@ -87,6 +87,8 @@ class Task:
     meta: Callable[..., dict[str, Any]] = lambda tokenizer, cfg: {}
     # more for train's summary, from the featurized training data
     summary: Callable[..., dict[str, Any]] = lambda data, cfg: {}
+    # the predictions of several models of this task (k folds) made one: averaged probabilities, a vote
+    ensemble: Callable[[list[Any]], Any] | None = None
     greater_is_better: bool = True
     count_name: str = "examples"  # what `evaluate` counts: examples, sentences
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from plmkit.data.examples import Example
-from plmkit.errors import DataError
+from plmkit.errors import ConfigError, DataError
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Featurized, Labels, Task, collate_tokens
 
@@ -30,6 +30,7 @@ def build_sequence_classifier(
     pad_token_id: int | None = None,
     head: str | None = None,
     pooling: str = "mean",
+    words: dict[str, Any] | None = None,
 ) -> torch.nn.Module:
     """head `cls` (default): the family's own *ForSequenceClassification; `pool`: masked `pooling`
     (mean | max | mean_max) over the real tokens; `textcnn`, `rnn_cnn`: those heads on the token
@@ -49,11 +50,13 @@ def build_sequence_classifier(
                 kwargs[key] = dropout
     if getattr(config, "pad_token_id", None) is None and pad_token_id is not None:
         kwargs["pad_token_id"] = pad_token_id  # GPT-style models find the last real token by it
+    if words and head not in ("pool", "textcnn", "rnn_cnn"):
+        raise ConfigError(f"word_fusion: needs head pool, textcnn or rnn_cnn, which read every token; not {head}")
     if head in ("pool", "textcnn", "rnn_cnn"):
         from plmkit.models.pooled import build_pooled_classifier
 
         label_kwargs = {k: v for k, v in kwargs.items() if k in ("num_labels", "id2label", "label2id", "problem_type")}
-        return build_pooled_classifier(source, pooling, label_kwargs, dropout, trust_remote_code, head)
+        return build_pooled_classifier(source, pooling, label_kwargs, dropout, trust_remote_code, head, words)
     return AutoModelForSequenceClassification.from_pretrained(
         source, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
     )
@@ -111,6 +114,7 @@ def featurize(
     """Each text (and pair) truncated as `cfg` says; targets are class ids or floats. Classes are fitted
     on `examples` when `labels` is None (training)."""
     from plmkit.data.truncation import encode
+    from plmkit.data.words import token_word_ids
 
     labelled = all(ex.label is not None for ex in examples)
     if labels is None:
@@ -132,6 +136,9 @@ def featurize(
     for n, ex in enumerate(examples):
         enc = encode(tokenizer, ex.text, ex.text_pair, cfg.max_length, cfg.truncation, cfg.head_tokens)
         item = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"], "segments": enc["segments"]}
+        if cfg.word_fusion != "none":
+            texts = (ex.text, ex.text_pair)
+            item["word_ids"] = token_word_ids(texts, enc["offsets"], enc["segments"], cfg.word_buckets)
         if targets is not None:
             item["label"] = targets[n]
         items.append(item)
@@ -148,6 +155,8 @@ def collate(feats: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
 
     batch = collate_tokens(feats, pad_id)
     batch["token_type_ids"] = pad([f["token_type_ids"] for f in feats], 0)  # (B, T)
+    if feats and "word_ids" in feats[0]:
+        batch["word_ids"] = pad([f["word_ids"] for f in feats], 0)  # (B, T)
     if feats and "label" in feats[0]:
         dtype = torch.float if isinstance(feats[0]["label"], float) else torch.long
         batch["labels"] = torch.tensor([f["label"] for f in feats], dtype=dtype)  # (B,)
@@ -166,7 +175,16 @@ def build_model(source: str, labels: Labels, cfg, tokenizer) -> torch.nn.Module:
         tokenizer.pad_token_id,
         head=cfg.head,
         pooling=cfg.pooling,
+        words=_word_options(cfg),
     )
+
+
+def _word_options(cfg) -> dict[str, Any] | None:
+    if cfg.word_fusion == "none":
+        return None
+    if cfg.word_buckets < 2 or cfg.word_dim < 1:
+        raise ConfigError(f"word_buckets: at least 2, and word_dim at least 1; got {cfg.word_buckets}, {cfg.word_dim}")
+    return {"word_fusion": cfg.word_fusion, "word_buckets": cfg.word_buckets, "word_dim": cfg.word_dim}
 
 
 def load_model(source: str, meta: dict[str, Any]) -> torch.nn.Module:
@@ -177,9 +195,10 @@ def load_model(source: str, meta: dict[str, Any]) -> torch.nn.Module:
 
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits (B, C); from the cached states `hidden` when the batch has them (mode=partial's top view)."""
+    words = {"word_ids": batch["word_ids"]} if "word_ids" in batch else {}
     if "hidden" in batch:
-        return model(inputs_embeds=batch["hidden"], attention_mask=batch["attention_mask"]).logits  # (B, C)
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        return model(inputs_embeds=batch["hidden"], attention_mask=batch["attention_mask"], **words).logits  # (B, C)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]} | words
     if getattr(model.config, "type_vocab_size", 0) > 1:
         inputs["token_type_ids"] = batch["token_type_ids"]
     return model(**inputs).logits  # (B, C)
@@ -200,14 +219,16 @@ def classification_loss(model, logits: torch.Tensor, batch: dict[str, torch.Tens
     return F.cross_entropy(logits.float(), batch["labels"])  # logits (B, C), labels (B,)
 
 
-def classification_metrics(data: Featurized, logits: torch.Tensor) -> dict[str, float]:
-    from sklearn.metrics import f1_score
+def classification_metrics(data: Featurized, logits: torch.Tensor) -> dict[str, Any]:
+    """Accuracy, macro F1, and the confusion matrix (gold class by row, predicted by column, in label order)."""
+    from sklearn.metrics import confusion_matrix, f1_score
 
     pred, gold = logits.argmax(-1), data.gold  # (N,), (N,)
     classes = list(range(len(data.labels.names)))
     return {
         "accuracy": float((pred == gold).float().mean()),
         "macro_f1": float(f1_score(gold.numpy(), pred.numpy(), average="macro", labels=classes, zero_division=0)),
+        "confusion": confusion_matrix(gold.numpy(), pred.numpy(), labels=classes).tolist(),
     }
 
 
@@ -252,6 +273,16 @@ def regression_decode(data: Featurized, logits: torch.Tensor) -> list[dict[str, 
     return _rows(data.records, [{"score": round(float(v), 6)} for v in logits.float().squeeze(-1)])
 
 
+def mean_probabilities(predictions: list[torch.Tensor]) -> torch.Tensor:
+    """Logits (N, C) of several classifiers made one: the log of their averaged probabilities."""
+    return torch.stack([p.float().softmax(-1) for p in predictions]).mean(0).log()  # (N, C)
+
+
+def mean_values(predictions: list[torch.Tensor]) -> torch.Tensor:
+    """Regression outputs (N, 1) of several models: their mean."""
+    return torch.stack([p.float() for p in predictions]).mean(0)  # (N, 1)
+
+
 def _task(name: str, pair: bool, label_type: str, loss, metrics, decode, main_metric: str) -> Task:
     return Task(
         name,
@@ -273,7 +304,8 @@ def _task(name: str, pair: bool, label_type: str, loss, metrics, decode, main_me
         feature_kind="pair" if pair else "sequence",
         default_head="cls",
         heads=SEQUENCE_HEADS,
-        options=("truncation", "head_tokens", "pooling"),
+        options=("truncation", "head_tokens", "pooling", "word_fusion", "word_buckets", "word_dim"),
+        ensemble=mean_probabilities if label_type == "class" else mean_values,
     )
 
 

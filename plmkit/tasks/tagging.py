@@ -353,6 +353,21 @@ def outputs(model, emissions: torch.Tensor, batch: dict[str, torch.Tensor]) -> l
     return [row[:n].tolist() for row, n in zip(decoded, batch["unit_mask"].sum(1).tolist())]
 
 
+def vote(predictions: list[list[list[str]]]) -> list[list[str]]:
+    """Each unit's tag by majority over the models (a tie goes to the tag the earliest model gave)."""
+    from collections import Counter
+
+    out = []
+    for sentences in zip(*predictions):
+        tags = []
+        for unit in zip(*sentences):
+            counts = Counter(unit)
+            top = max(counts.values())
+            tags.append(next(t for t in unit if counts[t] == top))
+        out.append(tags)
+    return out
+
+
 def metrics_of(score) -> Any:
     return lambda data, pred: score(data.gold, pred, data.labels.scheme)
 
@@ -386,6 +401,7 @@ def _task(name: str, schemes: tuple[str, ...], score, decode, default_tag: str) 
         default_head="crf",
         heads=HEADS,
         count_name="sentences",
+        ensemble=vote,
         options=("window_overlap", "unit_tokens", "bigram_buckets", "bigram_dim"),
         meta=lambda tokenizer, cfg: {"unit_tokens": unit_tokens_for(tokenizer, cfg.unit_tokens)},
         summary=lambda data, cfg: {"head": cfg.head, "scheme": data.labels.scheme, "windows": len(data.items)},

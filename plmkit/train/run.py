@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from plmkit import __version__
-from plmkit.config import TrainConfig, check_applicable, to_dict
+from plmkit.config import TASK_OPTIONS, TrainConfig, check_applicable, to_dict
 from plmkit.errors import ConfigError, DataError, ModelError
 from plmkit.models.encoders import (
     check_tokenizer_matches,
@@ -161,20 +161,23 @@ def train(
     resume: bool = False,
     command: str | None = None,
     callbacks: Sequence[Callable[[LoopState], None]] = (),
+    records: tuple[Sequence[Any], Sequence[Any] | None] | None = None,
+    labels: Labels | None = None,
 ) -> dict[str, Any]:
     """Train `cfg.model` for `cfg.task` in `cfg.mode` on `train_spec`; the best model by dev metric is saved
-    at `output`."""
+    at `output`. `records`: (train, dev) records already read, in place of reading the specs (which then
+    only name them); `labels`: the outputs to train, in place of those the training records have (k-fold
+    training gives every fold the labels of the whole set)."""
     tasks()
     task: Task = TASKS.get(cfg.task)
     check_applicable(cfg, task.options)
     cfg = dataclasses.replace(cfg, head=resolve_head(task, cfg))
     output, started = Path(output), time.time()
-    dev_spec = default_dev(train_spec, dev_spec)
+    dev_spec = default_dev(train_spec, dev_spec) if records is None else dev_spec
     source, tokenizer = open_model(cfg)
-    train_data = task.featurize(task.read(train_spec, cfg), tokenizer, cfg, None, train_spec)
-    dev_data = (
-        task.featurize(task.read(dev_spec, cfg), tokenizer, cfg, train_data.labels, dev_spec) if dev_spec else None
-    )
+    train_records, dev_records = records or (task.read(train_spec, cfg), task.read(dev_spec, cfg) if dev_spec else None)
+    train_data = task.featurize(train_records, tokenizer, cfg, labels, train_spec)
+    dev_data = task.featurize(dev_records, tokenizer, cfg, train_data.labels, dev_spec or "") if dev_records else None
     if not train_data.items:
         raise DataError("no example has a token the tokenizer keeps", path=train_spec)
     meta = {
@@ -256,9 +259,10 @@ def _cfg_from_meta(meta: dict[str, Any], encoding: str | None) -> TrainConfig:
         label_column=meta.get("label_column", "label"),
         window_overlap=meta.get("window_overlap", 32),
         unit_tokens=meta.get("unit_tokens", "word"),  # models saved before the choice existed used word
-        bigram_buckets=meta.get("bigram_buckets", 0),
-        bigram_dim=meta.get("bigram_dim", 64),
     )
+    for key in TASK_OPTIONS:  # the task's own data options, as plmkit.json recorded them
+        if key in meta:
+            setattr(cfg, key, meta[key])
     cfg.loop.progress = False
     if encoding:
         cfg.encoding = encoding
@@ -297,9 +301,15 @@ def predictions(loaded: Loaded, records: Sequence[Any], spec: str = "") -> tuple
 
 
 def evaluate(
-    model_dir: str | Path, data_spec: str, *, encoding: str | None = None, batch_size: int = 64
+    model_dir: str | Path,
+    data_spec: str,
+    *,
+    encoding: str | None = None,
+    batch_size: int = 64,
+    output: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a trained model on labelled data (a file or builtin:NAME[:split])."""
+    """Metrics of a trained model on labelled data (a file or builtin:NAME[:split]); with `output`, also
+    metrics.json, a confusion matrix or per-type bars, and report.md / report.html there."""
     loaded = load(model_dir, batch_size)
     cfg = _cfg_from_meta(loaded.meta, encoding)
     loaded.cfg = cfg
@@ -307,7 +317,12 @@ def evaluate(
     data, pred = predictions(loaded, records, data_spec)
     if data.gold is None:
         raise DataError("no labels to score against", path=data_spec)
-    return loaded.task.metrics(data, pred) | {loaded.task.count_name: len(records)}
+    metrics = loaded.task.metrics(data, pred) | {loaded.task.count_name: len(records)}
+    if output is not None:
+        from plmkit.report.evaluation import write_evaluation
+
+        write_evaluation(output, metrics, loaded.labels.names, f"{loaded.task.name} on {data_spec}")
+    return metrics
 
 
 def predict(

@@ -110,3 +110,27 @@ def test_text_heads_learn_save_and_reload(head, tiny_model_dir, toy_data, tmp_pa
         ("classifier.conv.", 32) if head == "textcnn" else ("classifier.cnn.conv.", 2 * 128)
     )  # after the BiLSTM
     assert sum(p.numel() for n, p in model.named_parameters() if n.startswith(conv)) == width * 256 * 3 + 256
+
+
+@pytest.mark.parametrize("fusion", ["add", "concat"])
+def test_word_fusion_learns_saves_and_predicts_the_same(fusion, tiny_model_dir, toy_data, tmp_path):
+    out = tmp_path / fusion
+    overrides = {"model": str(tiny_model_dir), "head": "pool", "word_fusion": fusion, "word_buckets": 512}
+    result = api.train(str(toy_data["train"]), out, dev=str(toy_data["dev"]), overrides=overrides | FAST)
+    assert result["dev_metrics"]["dev_accuracy"] >= 0.9
+    assert api.evaluate(out, str(toy_data["dev"]))["accuracy"] == pytest.approx(result["dev_metrics"]["dev_accuracy"])
+    from plmkit.train.run import load
+
+    model = load(out).model
+    assert model.config.word_fusion == fusion and model.words.weight.shape == (512, 64)
+    assert model.words.weight[1:].abs().sum() > 0 and model.words.weight[0].abs().sum() == 0  # 0: no word
+    width = model.classifier.in_features
+    assert width == (32 + 64 if fusion == "concat" else 32)
+
+
+def test_word_fusion_needs_a_head_that_reads_every_token(tiny_model_dir, toy_data, tmp_path):
+    from plmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="word_fusion: needs head pool, textcnn or rnn_cnn"):
+        api.train(str(toy_data["train"]), tmp_path / "x",
+                  overrides={"model": str(tiny_model_dir), "word_fusion": "add"} | FAST)  # fmt: skip

@@ -40,9 +40,11 @@ def trained(tiny_model_dir, toy_ner, tmp_path_factory):
 def test_each_head_learns_toy_ner(trained, toy_ner, head):
     path, result = trained[head]
     assert result["head"] == head
-    test = api.evaluate(path, str(toy_ner["test"]))
+    test = api.evaluate(path, str(toy_ner["test"]), output=path.parent / f"eval-{head}")
     assert test["f1"] == 1.0
     assert set(test["per_type"]) == {"PER", "LOC"} and test["sentences"] == 40
+    assert (path.parent / f"eval-{head}" / "per_type.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| PER | 1.0000 | 1.0000 | 1.0000 |" in (path.parent / f"eval-{head}" / "report.md").read_text()
 
 
 def test_predict_gives_entities_with_offsets(trained):
@@ -225,7 +227,8 @@ def test_tagging_input_errors(tiny_model_dir, toy_ner, toy_data, tmp_path):
     with pytest.raises(DataError, match="takes BIO or BIOES tags"):
         api.train("builtin:peoples-daily-cws", tmp_path / "c", overrides={"task": "ner"} | model)
     with pytest.raises(
-        ConfigError, match="head: 'cnn' is not one of: cls, pool, softmax, crf, bilstm_crf, mlp, bilstm, esim"
+        ConfigError,
+        match="head: 'cnn' is not one of: cls, pool, textcnn, rnn_cnn, softmax, crf, bilstm_crf, mlp, bilstm, esim",
     ):
         api.train(str(toy_ner["train"]), tmp_path / "d", overrides={"task": "ner", "head": "cnn"} | model)
     with pytest.raises(ConfigError, match="head: unknown 'crf' for task 'classification'; known: cls, pool"):

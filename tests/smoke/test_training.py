@@ -209,7 +209,11 @@ def test_cli_end_to_end(tiny_model_dir, toy_data, tmp_path, capsys):
     )
     capsys.readouterr()
     assert main(["evaluate", "--model", str(out), "--data", str(toy_data["test"]), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"] == 1.0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["accuracy"] == 1.0 and sum(map(sum, metrics["confusion"])) == 40
+    report = out / "eval-test"  # evaluate's pictures and page, beside the model by default
+    assert sorted(p.name for p in report.iterdir()) == ["confusion.png", "metrics.json", "report.html", "report.md"]
+    assert json.loads((report / "metrics.json").read_text()) == metrics
     assert main(["predict", "--model", str(out), "--text", "差坏烂的东西"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] == "bad"
     assert (

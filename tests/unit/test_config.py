@@ -245,6 +245,7 @@ ENUMS = [
         ("cls", "pool", "textcnn", "rnn_cnn", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"),
     ),
     (TrainConfig, "pooling", ("mean", "max", "mean_max")),
+    (TrainConfig, "word_fusion", ("none", "add", "concat")),
     (TrainConfig, "unit_tokens", ("auto", "word", "piece")),
     (TrainConfig, "features.feature_cache", ("disk", "memory")),
     (TrainConfig, "loop.schedule", ("linear", "constant", "stlr")),
@@ -475,7 +476,8 @@ def _options(task: str) -> tuple[str, ...]:
         ),
         (
             {"window_overlap": "8"},
-            "window_overlap: task classification does not read it [(]it reads truncation, head_tokens, pooling[)]",
+            "window_overlap: task classification does not read it "
+            "[(]it reads truncation, head_tokens, pooling, word_fusion, word_buckets, word_dim[)]",
         ),
         ({"task": "cws", "mode": "features", "bigram_buckets": "64"}, "bigram_buckets: applies to modes finetune and"),
     ],

@@ -17,9 +17,11 @@ from plmkit.report.plots import (
     layer_labels,
     min_max_scale,
     plot_by_layer,  # noqa: E402
+    plot_confusion,
     plot_layer_weights,
     plot_learning_curves,
     plot_loss_curve,
+    plot_per_type,
 )
 from plmkit.report.tables import Report, fmt, markdown_table, to_markdown, write_report  # noqa: E402
 
@@ -149,6 +151,9 @@ def test_overwrite_replaces_the_plot(tmp_path):
         lambda p: plot_by_layer({}, p, ylabel="y", title="t"),
         lambda p: plot_learning_curves({"a": {"losses": [[1, "x"]], "history": []}}, p, metric="accuracy"),
         lambda p: plot_learning_curves({}, p, metric="accuracy"),
+        lambda p: plot_confusion([[1, 2]], ["a", "b"], p, "t"),
+        lambda p: plot_confusion([], [], p, "t"),
+        lambda p: plot_per_type({}, p, "t"),
     ],
 )
 def test_bad_values_leave_no_file_and_keep_the_old_one(tmp_path, plot):
@@ -249,3 +254,40 @@ def test_unknown_block_kind_lists_known_ones(tmp_path):
     with pytest.raises(ValueError, match="heading, text, table, image, code"):
         write_report(Report("t", [("chart", None)]), tmp_path)
     assert _names(tmp_path) == []
+
+
+# -- evaluate's report ------------------------------------------------------------------------------
+
+
+def test_confusion_and_per_type_plots(tmp_path):
+    plot_confusion([[5, 1], [0, 7]], ["negative", "positive"], tmp_path / "c.png", "reviews")
+    assert_png(tmp_path / "c.png")
+    per_type = {"PER": {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10}, "LOC": {"precision": 1.0,
+                "recall": 0.5, "f1": 0.667, "support": 4}}  # fmt: skip
+    plot_per_type(per_type, tmp_path / "t.png", "ner")
+    assert_png(tmp_path / "t.png")
+
+
+def test_write_evaluation_of_a_classifier(tmp_path):
+    import json
+
+    from plmkit.report.evaluation import write_evaluation
+
+    metrics = {"accuracy": 0.75, "macro_f1": 0.7, "confusion": [[2, 1], [0, 1]], "examples": 4}
+    written = write_evaluation(tmp_path / "eval", metrics, ["bad", "good"], "classification on dev.csv")
+    assert _names(tmp_path / "eval") == ["confusion.png", "metrics.json", "report.html", "report.md"]
+    assert sorted(p.name for p in written) == _names(tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == metrics
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert "| bad | 2 | 1 |" in md and "| good | 0 | 1 |" in md and "![confusion matrix](confusion.png)" in md
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert 'src="confusion.png"' in page and "http" not in page.replace("http-equiv", "")  # opens offline
+
+
+def test_write_evaluation_of_a_tagger(tmp_path):
+    from plmkit.report.evaluation import write_evaluation
+
+    per_type = {"LOC": {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 4}}
+    write_evaluation(tmp_path, {"f1": 0.6667, "per_type": per_type, "sentences": 3}, ["O", "B-LOC", "I-LOC"], "ner")
+    assert _names(tmp_path) == ["metrics.json", "per_type.png", "report.html", "report.md"]
+    assert "| LOC | 1.0000 | 0.5000 | 0.6667 | 4 |" in (tmp_path / "report.md").read_text()

@@ -12,20 +12,6 @@ TEXT = "子丑寅卯辰巳午未申酉戌亥甲乙丙丁戊己庚辛壬癸一二
 assert len(TEXT) == 30 and len(set(TEXT)) == 30
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    from plmkit.models.encoders import load_tokenizer
-
-    return load_tokenizer(str(tiny_model_dir))
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    from plmkit.models.encoders import load_tokenizer, resolve_model
-
-    return load_tokenizer(resolve_model("minilm-en"))
-
-
 def _chars(tok, enc, strip_specials=True) -> str:
     tokens = tok.convert_ids_to_tokens(enc["input_ids"])
     if strip_specials:
