@@ -395,8 +395,10 @@ def _get(cfg: Any, key: str) -> Any:
 
 def check_applicable(cfg: TrainConfig, options: Collection[str]) -> None:
     """Every option set away from its default must do something for this task and mode."""
-    for key, why in inapplicable(cfg, options).items():
-        raise ConfigError(f"{key}: {why}")
+    found = inapplicable(cfg, options)
+    if found:
+        key = next(iter(found))
+        raise ConfigError(f"{key}: {found[key]}")
     if cfg.bigram_buckets < 0 or cfg.bigram_buckets == 1 or cfg.bigram_dim < 1:
         raise ConfigError(
             f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "

@@ -64,7 +64,6 @@ def cross_validate(
     from plmkit.io import atomic_write_json, atomic_write_text
     from plmkit.registry import TASKS
     from plmkit.report.tables import Report, write_report
-    from plmkit.tasks.base import Featurized
     from plmkit.train.run import load, open_model, predictions, tasks
     from plmkit.train.run import train as run_train
 
@@ -83,11 +82,12 @@ def cross_validate(
     labels = spec.featurize(records, tokenizer, cfg, None, train).labels  # every fold trains the same outputs
     started, rows = time.time(), []
     oof: list[Any] = [None] * len(records)
-    test_records = spec.read(test, cfg) if test else None
+    # the test set featurized once: every fold reads it with the same options and labels
+    test_data = spec.featurize(spec.read(test, cfg), tokenizer, cfg, labels, test) if test else None
     test_preds = []
     for k, held in enumerate(parts):
         fold_dir, name = output / f"fold-{k + 1}", f"{train} (fold {k + 1} of {folds})"
-        done = fold_dir / "fold.json"
+        done, loaded = fold_dir / "fold.json", None
         if not done.is_file():
             held_set = set(held)
             rest = [r for i, r in enumerate(records) if i not in held_set]
@@ -108,8 +108,9 @@ def cross_validate(
         for i, decoded_row in zip(parts[k], fold.pop("oof")):
             oof[i] = {"fold": k + 1} | decoded_row
         rows.append(fold)
-        if test_records is not None:
-            test_preds.append(predictions(load(fold_dir), test_records)[1])
+        if test_data is not None:
+            loaded = loaded or load(fold_dir)
+            test_preds.append(spec.assemble(test_data, loaded.outputs(test_data.items, False)))
         print(json.dumps(fold, ensure_ascii=False), flush=True)
     summary: dict[str, Any] = {"task": cfg.task, "model": cfg.model, "train": train, "test": test, "folds": rows}
     main = spec.main_metric
@@ -119,16 +120,15 @@ def cross_validate(
         ("text", f"{folds} folds of `{train}` (seed {cfg.loop.seed}); each model chosen on its held-out fold."),
         ("table", (rows, [(k, k.replace("_", " ")) for k in rows[0]])),
     ]
-    if test_records is not None:
-        data: Featurized = spec.featurize(test_records, tokenizer, cfg, labels, test)
+    if test_data is not None:
         ensembled = spec.ensemble(test_preds)
-        single = [_scalars(spec.metrics(data, p)) for p in test_preds]
+        single = [_scalars(spec.metrics(test_data, p)) for p in test_preds]
         summary["test_per_fold"] = single
-        summary["test_ensemble"] = _scalars(spec.metrics(data, ensembled))
+        summary["test_ensemble"] = _scalars(spec.metrics(test_data, ensembled))
         table = [{"model": f"fold {i + 1}"} | m for i, m in enumerate(single)]
         table.append({"model": "ensemble"} | summary["test_ensemble"])
         blocks += [("heading", f"Test: `{test}`"), ("table", (table, [(k, k) for k in table[-1]]))]
-        lines = [json.dumps(r, ensure_ascii=False) for r in spec.decode(data, ensembled)]
+        lines = [json.dumps(r, ensure_ascii=False) for r in spec.decode(test_data, ensembled)]
         atomic_write_text(output / "test_predictions.jsonl", "\n".join(lines) + "\n")
     summary["seconds"] = round(time.time() - started, 1)
     atomic_write_text(output / "oof.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in oof) + "\n")

@@ -117,8 +117,10 @@ class PooledForSequenceClassification(PreTrainedModel):
             if word_ids is None:
                 word_ids = torch.zeros(hidden.shape[:2], dtype=torch.long, device=hidden.device)
             words = self.words(word_ids).to(hidden.dtype)  # (B, T, D)
-            fused = hidden + self.word_proj(words) if self.config.word_fusion == "add" else None
-            hidden = fused if fused is not None else torch.cat([hidden, words], -1)  # (B, T, H) or (B, T, H+D)
+            if self.config.word_fusion == "add":
+                hidden = hidden + self.word_proj(words)  # (B, T, H)
+            else:
+                hidden = torch.cat([hidden, words], -1)  # (B, T, H+D)
         if self.config.head == "pool":
             logits = self.classifier(self.dropout(pool(hidden, attention_mask, self.config.pooling)))  # (B, C)
         else:

@@ -252,15 +252,12 @@ def _cfg_from_meta(meta: dict[str, Any], encoding: str | None) -> TrainConfig:
         mode=meta.get("mode", "finetune"),
         head=meta.get("head"),
         max_length=meta["max_length"],
-        truncation=meta.get("truncation", "head"),
-        head_tokens=meta.get("head_tokens"),
         text_column=meta.get("text_column", "text"),
         text_pair_column=meta.get("text_pair_column", "text_pair"),
         label_column=meta.get("label_column", "label"),
-        window_overlap=meta.get("window_overlap", 32),
-        unit_tokens=meta.get("unit_tokens", "word"),  # models saved before the choice existed used word
+        unit_tokens="word",  # models saved before the choice existed used word
     )
-    for key in TASK_OPTIONS:  # the task's own data options, as plmkit.json recorded them
+    for key in TASK_OPTIONS:  # the task's own data options as plmkit.json recorded them; the rest stay default
         if key in meta:
             setattr(cfg, key, meta[key])
     cfg.loop.progress = False
