@@ -3,6 +3,9 @@
 
     python bench/heads.py --output runs/bench-heads [--heads cls,pool,textcnn,rnn_cnn] [key=value ...]
 
+An entry of `--heads` may carry options of its own after colons, so variants of a head sit in the
+same table: `--heads pool,pool:word_fusion=add,pool:word_fusion=concat`.
+
 Every head trains with configs/demo.yaml (e5-small, 1 epoch, batch 32, lr 5e-5, seed 42) plus the
 overrides given; each is chosen on the dev split and scored on the test split. A head that finished
 (its model directory holds a plmkit.json and its row is in results.json) is not trained again, so a
@@ -52,13 +55,15 @@ def main(argv: list[str]) -> dict:
     peer = tfidf_logreg(splits["train"], splits["dev"], splits["test"])
     print(f"peer: dev {peer['dev_accuracy']:.4f} test {peer['test_accuracy']:.4f} ({peer['seconds']}s)", flush=True)
     for head in args.heads.split(","):
-        model_dir = out / head
+        name, *opts = head.split(":")
+        variant = {"head": name} | dict(o.split("=", 1) for o in opts)
+        model_dir = out / head.replace(":", "-").replace("=", "-")
         if head in rows and (model_dir / "plmkit.json").is_file():
             print(f"{head}: done before, {rows[head]}", flush=True)
             continue
         started = time.time()
         result = api.train(
-            "builtin:reviews", model_dir, config=RECIPE, overrides=overrides | {"head": head}, command="bench/heads.py"
+            "builtin:reviews", model_dir, config=RECIPE, overrides=overrides | variant, command="bench/heads.py"
         )
         test = api.evaluate(model_dir, "builtin:reviews:test")
         rows[head] = {

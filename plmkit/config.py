@@ -101,9 +101,24 @@ class TrainConfig:
     # | features (the frozen encoder runs once, its layers cached, a head trained on them)
     mode: Literal["finetune", "partial", "features"] = "finetune"
     # classification, pair, regression: cls | pool | textcnn | rnn_cnn; ner, cws: softmax | crf | bilstm_crf;
+    # qa: span (one answer: softmax over start and end) | multi_span (any number: a sigmoid per token each);
     # features mode: also mlp | bilstm (texts), esim | mlp (pairs); which of them a task takes is checked by its runner
     head: (
-        Literal["cls", "pool", "textcnn", "rnn_cnn", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"] | None
+        Literal[
+            "cls",
+            "pool",
+            "textcnn",
+            "rnn_cnn",
+            "softmax",
+            "crf",
+            "bilstm_crf",
+            "mlp",
+            "bilstm",
+            "esim",
+            "span",
+            "multi_span",
+        ]
+        | None
     ) = None
     pooling: Literal["mean", "max", "mean_max"] = "mean"  # classification, pair, regression with head=pool
     # classification, pair, regression with head pool | textcnn | rnn_cnn: each token's jieba word (its
@@ -111,6 +126,17 @@ class TrainConfig:
     word_fusion: Literal["none", "add", "concat"] = "none"
     word_buckets: int = 100_000  # word_fusion: hashed word ids (crc32), so no vocabulary file is needed
     word_dim: int = 64  # word_fusion: the word vectors' width
+    # classification: each class's jieba keywords, chosen on the training split only (tfidf | textrank), and
+    # those found in a text become a second segment the encoder reads ("text [SEP] keywords")
+    keywords: Literal["none", "tfidf", "textrank"] = "none"
+    keywords_top: int = 50  # keywords: how many per class
+    # qa: a context longer than max_length is read in windows that start doc_stride tokens apart
+    doc_stride: int = 128
+    max_query_length: int = 64  # qa: question tokens kept
+    max_answer_length: int = 30  # qa: the longest answer decoded, in tokens
+    n_best: int = 20  # qa: start and end candidates tried per window
+    # qa: SQuAD 2.0 "no answer" when its score beats the best span's by more than this
+    null_threshold: float = 0.0
     # ner, cws: how each character becomes tokens (see data/units.py)
     unit_tokens: Literal["auto", "word", "piece"] = "auto"
     window_overlap: int = 32  # ner, cws: tokens shared by consecutive windows of a sentence longer than max_length
@@ -347,6 +373,13 @@ TASK_OPTIONS = (
     "word_fusion",
     "word_buckets",
     "word_dim",
+    "keywords",
+    "keywords_top",
+    "doc_stride",
+    "max_query_length",
+    "max_answer_length",
+    "n_best",
+    "null_threshold",
     "window_overlap",
     "unit_tokens",
     "bigram_buckets",

@@ -242,10 +242,24 @@ ENUMS = [
     (
         TrainConfig,
         "head",
-        ("cls", "pool", "textcnn", "rnn_cnn", "softmax", "crf", "bilstm_crf", "mlp", "bilstm", "esim"),
+        (
+            "cls",
+            "pool",
+            "textcnn",
+            "rnn_cnn",
+            "softmax",
+            "crf",
+            "bilstm_crf",
+            "mlp",
+            "bilstm",
+            "esim",
+            "span",
+            "multi_span",
+        ),
     ),
     (TrainConfig, "pooling", ("mean", "max", "mean_max")),
     (TrainConfig, "word_fusion", ("none", "add", "concat")),
+    (TrainConfig, "keywords", ("none", "tfidf", "textrank")),
     (TrainConfig, "unit_tokens", ("auto", "word", "piece")),
     (TrainConfig, "features.feature_cache", ("disk", "memory")),
     (TrainConfig, "loop.schedule", ("linear", "constant", "stlr")),
@@ -366,6 +380,7 @@ def test_literals_match_the_code_that_reads_them():
 
     from plmkit.data.truncation import STRATEGIES
     from plmkit.data.units import UNIT_TOKENS
+    from plmkit.keywords import METHODS as keyword_methods
     from plmkit.models import feature_heads, tagger
     from plmkit.models.albert import SHARING_MODES
     from plmkit.models.elmo import TOKEN_ENCODERS
@@ -386,6 +401,7 @@ def test_literals_match_the_code_that_reads_them():
 
     assert values(TrainConfig, "truncation") == set(STRATEGIES)
     assert values(TrainConfig, "pooling") == set(POOLINGS)
+    assert values(TrainConfig, "keywords") == {"none", *keyword_methods}
     assert values(TrainConfig, "unit_tokens") == set(UNIT_TOKENS)
     assert values(TrainConfig, "loop.schedule") == set(SCHEDULES)
     assert values(TrainConfig, "head") == {
