@@ -12,6 +12,7 @@ that have one and resumes a fold that stopped half-way from its checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -79,11 +80,14 @@ def cross_validate(
     records = spec.read(train, cfg)
     parts = fold_indices(records, folds, cfg.loop.seed)
     _, tokenizer = open_model(cfg)
-    labels = spec.featurize(records, tokenizer, cfg, None, train).labels  # every fold trains the same outputs
+    # every fold trains the same outputs; what is fitted on training data (keywords) each fold fits on its own
+    labels = dataclasses.replace(spec.featurize(records, tokenizer, cfg, None, train).labels, keywords=None)
     started, rows = time.time(), []
     oof: list[Any] = [None] * len(records)
-    # the test set featurized once: every fold reads it with the same options and labels
-    test_data = spec.featurize(spec.read(test, cfg), tokenizer, cfg, labels, test) if test else None
+    # the test set featurized once: every fold reads it with the same options and labels (again only for a
+    # fold whose inputs depend on what it fitted: its keywords)
+    test_records = spec.read(test, cfg) if test else None
+    test_data = spec.featurize(test_records, tokenizer, cfg, labels, test) if test else None
     test_preds = []
     for k, held in enumerate(parts):
         fold_dir, name = output / f"fold-{k + 1}", f"{train} (fold {k + 1} of {folds})"
@@ -110,7 +114,12 @@ def cross_validate(
         rows.append(fold)
         if test_data is not None:
             loaded = loaded or load(fold_dir)
-            test_preds.append(spec.assemble(test_data, loaded.outputs(test_data.items, False)))
+            fold_test = (
+                test_data
+                if loaded.labels == labels
+                else spec.featurize(test_records, tokenizer, cfg, loaded.labels, test)
+            )
+            test_preds.append(spec.assemble(fold_test, loaded.outputs(fold_test.items, False)))
         print(json.dumps(fold, ensure_ascii=False), flush=True)
     summary: dict[str, Any] = {"task": cfg.task, "model": cfg.model, "train": train, "test": test, "folds": rows}
     main = spec.main_metric

@@ -41,11 +41,13 @@ from plmkit.data.batching import length_mask, pad
 
 @dataclass
 class Labels:
-    """What training fixed about the outputs: class names (empty for regression) or tags, and the
-    tagging scheme. Saved in plmkit.json as `labels` and `scheme`."""
+    """What training fixed about the outputs: class names (empty for regression) or tags, the
+    tagging scheme, and each class's keywords (option `keywords`). Saved in plmkit.json as `labels`,
+    `scheme` and `class_keywords`."""
 
     names: list[str] = field(default_factory=list)
     scheme: str | None = None
+    keywords: dict[str, list[str]] | None = None  # class -> its keywords, chosen on the training split
 
 
 @dataclass

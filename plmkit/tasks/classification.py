@@ -7,6 +7,7 @@ family's own pooling -> dropout -> dense), so a saved directory also opens with
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -108,6 +109,29 @@ def label_ids(examples: Sequence[Example], labels: list[str], spec: str, column:
     return out
 
 
+def class_keywords(examples: Sequence[Example], method: str, top: int) -> dict[str, list[str]]:
+    """Each class's `top` jieba keywords (TF-IDF or TextRank over its texts), less those that are
+    keywords of another class too: what is left tells the classes apart."""
+    from plmkit.keywords import keywords
+
+    if top < 1:
+        raise ConfigError(f"keywords_top: {top} keywords per class; give at least 1")
+    found = {
+        label: [w for w, _ in words]
+        for label, words in keywords(examples, by_label=True, top=top, method=method).items()
+    }
+    shared = {w for label, words in found.items() for w in words if any(w in found[o] for o in found if o != label)}
+    return {label: [w for w in words if w not in shared] for label, words in found.items()}
+
+
+def keyword_segment(text: str, keywords: dict[str, list[str]]) -> str:
+    """The second segment the encoder reads beside `text`: per class, in class order, the class's
+    keywords that occur in the text ("neg: 失望 退货; pos:")."""
+    return "; ".join(
+        f"{label}: {' '.join(w for w in words if w in text)}".rstrip() for label, words in keywords.items()
+    )
+
+
 def featurize(
     examples: Sequence[Example], tokenizer, cfg, labels: Labels | None, spec: str, *, label_type: str
 ) -> Featurized:
@@ -125,6 +149,8 @@ def featurize(
                 f"the label column has {found}; classification needs at least two", path=spec, field=cfg.label_column
             )
         labels = Labels(names)
+    if cfg.keywords != "none" and labels.keywords is None:
+        labels = dataclasses.replace(labels, keywords=class_keywords(examples, cfg.keywords, cfg.keywords_top))
     targets: list[Any] | None = None
     if labelled:
         targets = (
@@ -134,10 +160,11 @@ def featurize(
         )
     items = []
     for n, ex in enumerate(examples):
-        enc = encode(tokenizer, ex.text, ex.text_pair, cfg.max_length, cfg.truncation, cfg.head_tokens)
+        second = keyword_segment(ex.text, labels.keywords) if labels.keywords else ex.text_pair
+        enc = encode(tokenizer, ex.text, second, cfg.max_length, cfg.truncation, cfg.head_tokens)
         item = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"], "segments": enc["segments"]}
         if cfg.word_fusion != "none":
-            texts = (ex.text, ex.text_pair)
+            texts = (ex.text, second)
             item["word_ids"] = token_word_ids(texts, enc["offsets"], enc["segments"], cfg.word_buckets)
         if targets is not None:
             item["label"] = targets[n]
@@ -304,7 +331,8 @@ def _task(name: str, pair: bool, label_type: str, loss, metrics, decode, main_me
         feature_kind="pair" if pair else "sequence",
         default_head="cls",
         heads=SEQUENCE_HEADS,
-        options=("truncation", "head_tokens", "pooling", "word_fusion", "word_buckets", "word_dim"),
+        options=("truncation", "head_tokens", "pooling", "word_fusion", "word_buckets", "word_dim")
+        + (() if pair else ("keywords", "keywords_top")),
         ensemble=mean_probabilities if label_type == "class" else mean_values,
     )
 

@@ -187,6 +187,7 @@ def train(
         "head": cfg.head,
         "labels": train_data.labels.names,
         "scheme": train_data.labels.scheme,
+        "class_keywords": train_data.labels.keywords,
         "base_model": cfg.model,
         "max_length": cfg.max_length,
         **{key: getattr(cfg, key) for key in task.options},  # the data options it was trained with
@@ -275,7 +276,7 @@ def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
         raise ModelError(f"{source}: no plmkit.json; it is not a model that plmkit train saved")
     task: Task = TASKS.get(meta["task"])
     cfg = _cfg_from_meta(meta, None)
-    labels = Labels(list(meta["labels"]), meta.get("scheme"))
+    labels = Labels(list(meta["labels"]), meta.get("scheme"), meta.get("class_keywords"))
     tokenizer = load_tokenizer(source)
     if cfg.mode == "features":
         from plmkit.train.features import load_feature_model

@@ -134,3 +134,47 @@ def test_word_fusion_needs_a_head_that_reads_every_token(tiny_model_dir, toy_dat
     with pytest.raises(ConfigError, match="word_fusion: needs head pool, textcnn or rnn_cnn"):
         api.train(str(toy_data["train"]), tmp_path / "x",
                   overrides={"model": str(tiny_model_dir), "word_fusion": "add"} | FAST)  # fmt: skip
+
+
+def test_keywords_are_fitted_on_training_data_and_read_as_a_second_segment(tiny_model_dir, toy_data, tmp_path):
+    from plmkit.data.readers import read_examples
+    from plmkit.tasks.classification import class_keywords, keyword_segment
+    from plmkit.train.run import load, predictions
+
+    out = tmp_path / "kw"
+    overrides = {"model": str(tiny_model_dir), "keywords": "tfidf", "keywords_top": 6} | FAST
+    result = api.train(str(toy_data["train"]), out, dev=str(toy_data["dev"]), overrides=overrides)
+    assert result["dev_metrics"]["dev_accuracy"] >= 0.9
+    loaded = load(out)
+    train = read_examples(str(toy_data["train"]))
+    assert loaded.labels.keywords == class_keywords(train, "tfidf", 6)  # the training split's, kept in plmkit.json
+    good, bad = (set(loaded.labels.keywords[k]) for k in ("good", "bad"))
+    assert good and bad and not good & bad and "的" not in good | bad  # shared words are dropped
+    dev = read_examples(str(toy_data["dev"]))
+    data, _ = predictions(loaded, dev)
+    text = dev[0].text
+    assert keyword_segment(text, loaded.labels.keywords).startswith("bad:")
+    segment = [t for t, s in zip(data.items[0]["input_ids"], data.items[0]["segments"]) if s == 2]
+    expected = keyword_segment(text, loaded.labels.keywords)
+    assert segment == loaded.tokenizer(expected, add_special_tokens=False)["input_ids"]
+    assert api.evaluate(out, str(toy_data["dev"]))["accuracy"] == pytest.approx(result["dev_metrics"]["dev_accuracy"])
+
+
+def test_keyword_segment_lists_each_class_in_order():
+    keywords = {"neg": ["失望", "退货"], "pos": ["喜欢", "不错"]}
+    assert keyword_segment_of("很失望，要退货", keywords) == "neg: 失望 退货; pos:"
+    assert keyword_segment_of("不错，喜欢", keywords) == "neg:; pos: 喜欢 不错"
+
+
+def keyword_segment_of(text, keywords):
+    from plmkit.tasks.classification import keyword_segment
+
+    return keyword_segment(text, keywords)
+
+
+def test_keywords_are_for_single_texts(tiny_model_dir, toy_data, tmp_path):
+    from plmkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keywords: task pair does not read it"):
+        api.train(str(toy_data["train"]), tmp_path / "x",
+                  overrides={"task": "pair", "model": str(tiny_model_dir), "keywords": "tfidf"} | FAST)  # fmt: skip

@@ -493,7 +493,8 @@ def _options(task: str) -> tuple[str, ...]:
         (
             {"window_overlap": "8"},
             "window_overlap: task classification does not read it "
-            "[(]it reads truncation, head_tokens, pooling, word_fusion, word_buckets, word_dim[)]",
+            "[(]it reads truncation, head_tokens, pooling, word_fusion, word_buckets, word_dim, "
+            "keywords, keywords_top[)]",
         ),
         ({"task": "cws", "mode": "features", "bigram_buckets": "64"}, "bigram_buckets: applies to modes finetune and"),
     ],
