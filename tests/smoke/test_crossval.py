@@ -68,3 +68,28 @@ def test_cross_validate_trains_each_fold_and_ensembles(tiny_model_dir, toy_data,
     again = cross_validate("classification", str(tiny_model_dir), str(toy_data["train"]), out, **kwargs)
     assert {k: (out / f"fold-{k}" / "model.safetensors").stat().st_mtime_ns for k in (1, 3)} == before
     assert again["folds"][0] == result["folds"][0] and len(again["folds"]) == 3
+
+
+def test_each_fold_fits_its_keywords_and_reads_the_test_set_with_them(tiny_model_dir, toy_data, tmp_path):
+    from plmkit.data.readers import read_examples
+    from plmkit.tasks.classification import class_keywords
+    from plmkit.train.run import load, predictions
+
+    out = tmp_path / "cv-kw"
+    overrides = FAST | {"keywords": "tfidf", "keywords_top": 6}
+    cross_validate("classification", str(tiny_model_dir), str(toy_data["train"]), out, folds=2,
+                   test=str(toy_data["test"]), overrides=overrides)  # fmt: skip
+    records = read_examples(toy_data["train"])
+    fitted = []
+    for k, held in enumerate(fold_indices(records, 2, seed=42), 1):
+        rest = [r for i, r in enumerate(records) if i not in set(held)]
+        fitted.append(load(out / f"fold-{k}").labels.keywords)
+        assert fitted[-1] == class_keywords(rest, "tfidf", 6)
+    assert fitted[0] != fitted[1]  # the folds' training parts give different keywords
+    # the ensemble averages each fold's probabilities on the test set read with that fold's own keywords
+    test = read_examples(toy_data["test"])
+    probs = torch.stack([predictions(load(out / f"fold-{k}"), test)[1].softmax(-1) for k in (1, 2)]).mean(0)
+    rows = [json.loads(line) for line in (out / "test_predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    names = load(out / "fold-1").labels.names
+    got = torch.tensor([[r["probabilities"][n] for n in names] for r in rows])
+    torch.testing.assert_close(got, probs, atol=1e-6, rtol=0)  # read with the shared labels: 3e-5 off
