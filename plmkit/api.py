@@ -158,18 +158,27 @@ def predict(
     input: str | None = None,
     text: str | None = None,
     text_pair: str | None = None,
+    question: str | None = None,
+    context: str | None = None,
     output: str | Path | None = None,
     encoding: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Predict for a file, standard input (`-`) or one text; rows in input order, written to `output` when given."""
+    """Predict for a file, standard input (`-`), one text (and pair), or one question about a context (a qa
+    model); rows in input order, written to `output` when given."""
     from plmkit.train.run import load
     from plmkit.train.run import predict as run
 
     loaded = load(model)
-    if text is not None:
+    if question is not None or context is not None:
+        if not (question or "").strip() or not (context or "").strip():
+            raise DataError("--question and --context: give both, neither empty")
+        examples = [Example(text=question, text_pair=context)]
+    elif text is not None:
         if not text.strip():
             raise DataError("--text is empty")
         examples = [Example(text=text, text_pair=text_pair)]
+    elif loaded.task.read_input is not None:
+        examples = loaded.task.read_input(input, encoding or "utf-8")
     else:
         examples = _read_predict_input(
             input,

@@ -48,13 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="fine-tune a model for a task, or train a head on its frozen layers (mode=features)"
     )
-    t.add_argument("--task", default=None, help="classification | pair | regression | ner | cws")
+    t.add_argument("--task", default=None, help="classification | pair | regression | ner | cws | qa")
     t.add_argument(
         "--head",
         default=None,
         help="classification, pair, regression: cls (default) | pool (masked "
         "pooling=mean|max|mean_max); ner, cws: softmax | crf | bilstm_crf (default crf; bilstm_crf in "
-        "mode=features); mode=features also: mlp | bilstm (one text), esim | mlp (pairs)",
+        "mode=features); qa: span (default) | multi_span; "
+        "mode=features also: mlp | bilstm (one text), esim | mlp (pairs)",
     )
     t.add_argument(
         "--model",
@@ -65,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--train",
         required=True,
-        help="FILE (.csv .tsv .jsonl; CoNLL for ner/cws) or builtin:NAME "
-        "(reviews, peoples-daily-ner, peoples-daily-cws)",
+        help="FILE (.csv .tsv .jsonl; CoNLL for ner/cws; SQuAD/CMRC .json or .jsonl for qa) or builtin:NAME "
+        "(reviews, peoples-daily-ner, peoples-daily-cws, peoples-daily-mrc)",
     )
     t.add_argument("--dev", help="FILE or builtin:NAME:dev")
     t.add_argument("--output", required=True)
@@ -166,7 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="FILE (.csv .tsv .jsonl .txt) or - for standard input (one text a line)")
     src.add_argument("--text")
+    src.add_argument("--question", help="a qa model: the question to answer about --context")
     pr.add_argument("--text-pair")
+    pr.add_argument("--context", help="a qa model: the text the answer is read from")
     pr.add_argument("--output", help="FILE.jsonl or FILE.csv; standard output when omitted")
     pr.add_argument("--encoding", default=None)
     return p
@@ -311,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                 input=args.input,
                 text=args.text,
                 text_pair=args.text_pair,
+                question=args.question,
+                context=args.context,
                 output=args.output,
                 encoding=args.encoding,
             )

@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from plmkit.data.examples import Example
-from plmkit.data.tagging import Sentence, spans_to_tags
+from plmkit.data.squad import QARecord
+from plmkit.data.tagging import Sentence, spans_to_tags, tags_to_spans
 from plmkit.errors import DataError
 
 SPLITS = ("train", "dev", "test")
@@ -105,8 +106,27 @@ def _peoples_daily_cws() -> dict[str, list[Sentence]]:
     return out
 
 
+# NER as reading comprehension (Li et al. 2020): one question per entity type, all its spans the answers
+MRC_QUESTIONS = {"PER": "句子中提到了哪些人名?", "LOC": "句子中提到了哪些地名?", "ORG": "句子中提到了哪些组织机构名?"}
+
+
+@lru_cache(maxsize=1)
+def _peoples_daily_mrc() -> dict[str, list[QARecord]]:
+    """The NER set's sentences, in its splits: for each sentence and each type, a question whose answers
+    are every span of that type in the sentence (none, often). Ids are LINE-TYPE."""
+    out: dict[str, list[QARecord]] = {s: [] for s in SPLITS}
+    for split, sentences in _peoples_daily_ner().items():
+        for s in sentences:
+            spans = tags_to_spans(list(s.tags), "bio")  # units are characters: unit spans are character spans
+            for kind, question in MRC_QUESTIONS.items():
+                answers = tuple((a, s.text[a:b]) for a, b, k in spans if k == kind)
+                out[split].append(QARecord(f"{s.line}-{kind}", question, s.text, answers))
+    return out
+
+
 DATASETS = {"reviews": _reviews}
 TAGGED_DATASETS = {"peoples-daily-ner": _peoples_daily_ner, "peoples-daily-cws": _peoples_daily_cws}
+QA_DATASETS = {"peoples-daily-mrc": _peoples_daily_mrc}
 
 
 def _parse_spec(spec: str, known: dict) -> tuple[str, str]:
@@ -115,8 +135,8 @@ def _parse_spec(spec: str, known: dict) -> tuple[str, str]:
         raise DataError(f"{spec!r}: expected builtin:NAME or builtin:NAME:SPLIT")
     name, split = parts[1], (parts[2] if len(parts) == 3 else "train")
     if name not in known:
-        other = TAGGED_DATASETS if known is DATASETS else DATASETS
-        hint = " (it is a data set for another kind of task)" if name in other else ""
+        others = (d for d in (DATASETS, TAGGED_DATASETS, QA_DATASETS) if d is not known)
+        hint = " (it is a data set for another kind of task)" if any(name in d for d in others) else ""
         raise DataError(f"{spec!r}: unknown data set {name!r}{hint}; known here: {', '.join(sorted(known))}")
     if split not in SPLITS:
         raise DataError(f"{spec!r}: unknown split {split!r}; known: {', '.join(SPLITS)}")
@@ -133,6 +153,12 @@ def load_tagged_builtin(spec: str) -> list[Sentence]:
     """`builtin:peoples-daily-ner[:split]` or `builtin:peoples-daily-cws[:split]` -> tagged sentences."""
     name, split = _parse_spec(spec, TAGGED_DATASETS)
     return list(TAGGED_DATASETS[name]()[split])
+
+
+def load_qa_builtin(spec: str) -> list[QARecord]:
+    """`builtin:peoples-daily-mrc[:split]` -> questions with their answers."""
+    name, split = _parse_spec(spec, QA_DATASETS)
+    return list(QA_DATASETS[name]()[split])
 
 
 def peoples_daily_corpus() -> list[str]:

@@ -79,6 +79,7 @@ def register_plmkit_models() -> None:
     """plmkit's own model types (ELMo, ALBERT with partial sharing) join the Auto classes."""
     import plmkit.models.albert  # noqa: F401
     import plmkit.models.elmo  # noqa: F401
+    import plmkit.models.multi_span  # noqa: F401
     import plmkit.models.pooled  # noqa: F401
 
 

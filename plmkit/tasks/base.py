@@ -22,6 +22,8 @@ when labelled, its target under `target_key`; `keep` lists the positions a featu
 (default all). Partial fine-tuning adds `hidden` (cached states) to items, which `collate` pads and
 `forward` feeds to the model's top as `inputs_embeds`. Feature mode swaps `collate` and `forward`
 for its cached versions (plmkit.train.features) and keeps everything else.
+`modes` lists the training modes it takes (qa has no feature-mode head) and `read_input` how
+`predict` reads an input file, when not as texts by column.
 `options` names the task-specific data options the task reads (truncation for texts, windows and
 bigrams for tagging): set for a task that does not read it, an option is an error; plmkit.json keeps
 them, with whatever `meta(tokenizer, cfg)` adds, and `summary(data, cfg)` adds to train's result.
@@ -92,7 +94,10 @@ class Task:
     # the predictions of several models of this task (k folds) made one: averaged probabilities, a vote
     ensemble: Callable[[list[Any]], Any] | None = None
     greater_is_better: bool = True
-    count_name: str = "examples"  # what `evaluate` counts: examples, sentences
+    count_name: str = "examples"  # what `evaluate` counts: examples, sentences, questions
+    modes: tuple[str, ...] = ("finetune", "partial", "features")  # the training modes it takes
+    # predict's --input FILE (path, encoding) -> records; None: texts (and pairs) by column, or stdin lines
+    read_input: Callable[[str, str], list[Any]] | None = None
 
 
 def pad_hidden(feats: list[dict[str, Any]]) -> torch.Tensor:

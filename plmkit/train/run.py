@@ -44,6 +44,7 @@ from plmkit.train.plan import Plan, check_finite
 
 def tasks() -> None:
     import plmkit.tasks.classification  # noqa: F401  (each registers its tasks)
+    import plmkit.tasks.qa  # noqa: F401
     import plmkit.tasks.tagging  # noqa: F401
 
 
@@ -170,6 +171,8 @@ def train(
     training gives every fold the labels of the whole set)."""
     tasks()
     task: Task = TASKS.get(cfg.task)
+    if cfg.mode not in task.modes:
+        raise ConfigError(f"mode: task {task.name} does not train in mode {cfg.mode}; it takes {', '.join(task.modes)}")
     check_applicable(cfg, task.options)
     cfg = dataclasses.replace(cfg, head=resolve_head(task, cfg))
     output, started = Path(output), time.time()

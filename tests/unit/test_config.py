@@ -386,6 +386,7 @@ def test_literals_match_the_code_that_reads_them():
     from plmkit.models.elmo import TOKEN_ENCODERS
     from plmkit.models.pooled import POOLINGS
     from plmkit.tasks.classification import SEQUENCE_HEADS
+    from plmkit.tasks.qa import QA_HEADS
     from plmkit.train.optim import SCHEDULES
 
     def values(cls, key):
@@ -409,6 +410,7 @@ def test_literals_match_the_code_that_reads_them():
         *tagger.HEADS,
         *feature_heads.SEQUENCE_HEADS,
         *feature_heads.PAIR_HEADS,
+        *QA_HEADS,
     }
     assert values(PretrainConfig, "albert.sharing") == set(SHARING_MODES)
     assert values(PretrainConfig, "elmo.token_encoder") == set(TOKEN_ENCODERS)
