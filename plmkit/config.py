@@ -101,7 +101,7 @@ class TrainConfig:
     # | features (the frozen encoder runs once, its layers cached, a head trained on them)
     mode: Literal["finetune", "partial", "features"] = "finetune"
     # classification, pair, regression: cls | pool | textcnn | rnn_cnn; ner, cws: softmax | crf | bilstm_crf;
-    # qa: span (one answer: softmax over start and end) | multi_span (any number: a sigmoid per token each);
+    # qa: span (one answer: softmax over start and end) | multi_span (any number: O, B or I on every context token);
     # features mode: also mlp | bilstm (texts), esim | mlp (pairs); which of them a task takes is checked by its runner
     head: (
         Literal[
