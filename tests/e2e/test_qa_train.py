@@ -61,6 +61,7 @@ def span_model(tiny_model_dir, tmp_path_factory):
     return d, result
 
 
+@pytest.mark.slow
 def test_span_head_learns_the_toy_task(span_model):
     d, result = span_model
     assert result["scheme"] == "null" and result["windows"] > 240  # some contexts need two windows
@@ -73,6 +74,7 @@ def test_span_head_learns_the_toy_task(span_model):
     assert type(AutoModelForQuestionAnswering.from_pretrained(d / "model")).__name__ == "BertForQuestionAnswering"
 
 
+@pytest.mark.slow
 def test_predict_question_and_context_through_the_cli(span_model, capsys):
     d, _ = span_model
     context = "好棒的东西寅卯子赞美爱"
@@ -86,6 +88,7 @@ def test_predict_question_and_context_through_the_cli(span_model, capsys):
     assert api.predict(d / "model", question="是什么?", context="好棒赞优美爱差坏的东西")[0]["answers"] == []
 
 
+@pytest.mark.slow
 def test_multi_span_head_learns_several_answers_and_reloads(tiny_model_dir, tmp_path):
     """0-3 runs of 子丑寅卯 per context, every one an answer: the tagging head finds them."""
     from transformers import AutoModelForTokenClassification
