@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification,
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import TokenClassifierOutput
 
-from plmkit.models.pooled import _without_pooler
+from plmkit.models.pooled import _without_pooler, encoder_states, init_linear
 
 
 @strict
@@ -63,8 +63,7 @@ class MultiSpanForQuestionAnswering(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         if module is getattr(self, "qa_outputs", None):
-            nn.init.normal_(module.weight, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
-            nn.init.zeros_(module.bias)
+            init_linear(module, self.config.encoder_config)
 
     def forward(
         self,
@@ -75,12 +74,7 @@ class MultiSpanForQuestionAnswering(PreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> TokenClassifierOutput:
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("give exactly one of input_ids and inputs_embeds")
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
-        if token_type_ids is not None and self.config.type_vocab_size > 1:
-            inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)
+        hidden = encoder_states(self, input_ids, attention_mask, token_type_ids, inputs_embeds)  # (B, T, H)
         return TokenClassifierOutput(logits=self.qa_outputs(self.dropout(hidden)))  # (B, T, 3)
 
 

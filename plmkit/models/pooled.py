@@ -88,8 +88,7 @@ class PooledForSequenceClassification(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         if module is getattr(self, "classifier", None) and isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=getattr(self.config.encoder_config, "initializer_range", 0.02))
-            nn.init.zeros_(module.bias)
+            init_linear(module, self.config.encoder_config)
 
     def forward(
         self,
@@ -104,15 +103,10 @@ class PooledForSequenceClassification(PreTrainedModel):
     ) -> SequenceClassifierOutput:
         """`word_ids` (B, T): each token's hashed jieba word (0 for none), read when the model fuses word
         vectors (word_fusion add | concat); without them (a plain `pipeline`) every token reads "no word"."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("give exactly one of input_ids and inputs_embeds")
         if attention_mask is None:
             given = input_ids if input_ids is not None else inputs_embeds
             attention_mask = torch.ones(given.shape[:2], dtype=torch.long, device=given.device)
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
-        if token_type_ids is not None and self.config.type_vocab_size > 1:
-            inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state  # (B, T, H)
+        hidden = encoder_states(self, input_ids, attention_mask, token_type_ids, inputs_embeds)  # (B, T, H)
         if self.config.word_fusion != "none":
             if word_ids is None:
                 word_ids = torch.zeros(hidden.shape[:2], dtype=torch.long, device=hidden.device)
@@ -126,6 +120,23 @@ class PooledForSequenceClassification(PreTrainedModel):
         else:
             logits = self.classifier(hidden, attention_mask.bool())  # (B, C): the head has its own dropout
         return SequenceClassifierOutput(logits=logits)  # the loss is the task's, outside the model
+
+
+def encoder_states(model, input_ids, attention_mask, token_type_ids, inputs_embeds) -> torch.Tensor:
+    """The last states (B, T, H) of `model.encoder` (a plmkit model type's own encoder) for exactly one
+    of input_ids and inputs_embeds; token types only for a family that has more than one."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("give exactly one of input_ids and inputs_embeds")
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
+    if token_type_ids is not None and model.config.type_vocab_size > 1:
+        inputs["token_type_ids"] = token_type_ids
+    return model.encoder(**inputs).last_hidden_state  # (B, T, H)
+
+
+def init_linear(module: nn.Linear, encoder_config) -> None:
+    """A head's linear layer initialised as the encoder's family initialises its own."""
+    nn.init.normal_(module.weight, std=getattr(encoder_config, "initializer_range", 0.02))
+    nn.init.zeros_(module.bias)
 
 
 def _without_pooler(build, *args, **kwargs) -> nn.Module:
