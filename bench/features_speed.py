@@ -50,9 +50,10 @@ def main(argv: list[str]) -> dict:
     recipe = api.CONFIGS / ("demo.yaml" if args.task == "classification" else f"{args.task}.yaml")
     shared = parse_overrides(args.overrides) | {"task": args.task, "epochs": args.epochs, "progress": "false"}
     test = ":".join(args.train.split(":")[:2]) + ":test" if args.train.startswith("builtin:") else None
-    import plmkit.tasks.classification  # noqa: F401
-    import plmkit.tasks.tagging  # noqa: F401
     from plmkit.models.feature_heads import DEFAULT_HEADS
+    from plmkit.train.run import tasks
+
+    tasks()  # every task registered, so an unknown --task lists them all
 
     features = shared | {
         "mode": "features",

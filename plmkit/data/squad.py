@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plmkit.data.readers import read_text
 from plmkit.errors import DataError
 
 
@@ -72,12 +73,11 @@ def _answers(qa: dict, context: str, qid: str, path: str, where: str, line: int 
 def read_squad_json(path: str | Path, encoding: str = "utf-8") -> list[QARecord]:
     """SQuAD v1.1 / v2.0 or CMRC 2018 JSON -> records in file order."""
     path = str(path)
+    text = read_text(path, encoding)  # not found, not decodable (with the line), empty: each a clear error
     try:
-        data = json.loads(Path(path).read_text(encoding=encoding))
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"not valid JSON in {encoding}: {e}", path=path) from None
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno) from None
     articles = data.get("data") if isinstance(data, dict) else None
     if not isinstance(articles, list):
         raise DataError("expected {'data': [{'paragraphs': [...]}, ...]} (SQuAD / CMRC 2018)", path, field="data")
@@ -100,6 +100,8 @@ def read_squad_json(path: str | Path, encoding: str = "utf-8") -> list[QARecord]
                 at = f"question {qid!r} ({at})"
                 question = _text(qa, "question", path, at, None)
                 out.append(QARecord(qid, question, context, _answers(qa, context, qid, path, at, None)))
+    if not out:
+        raise DataError("no questions (every paragraph's qas is empty)", path=path, field="qas")
     return out
 
 
@@ -108,12 +110,7 @@ def read_qa_jsonl(path: str | Path, encoding: str = "utf-8", labelled: bool = Tr
     `labelled`, answers are not read."""
     path = str(path)
     out = []
-    try:
-        with open(path, encoding=encoding) as f:
-            lines = list(f)
-    except FileNotFoundError:
-        raise DataError("file not found", path=path) from None
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(read_text(path, encoding).splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -93,6 +93,25 @@ def test_jsonl_errors_name_the_line(tmp_path):
         read_qa(path)
 
 
+def test_gbk_empty_and_questionless_files_are_clear_errors(tmp_path):
+    good = {"id": "a", "question": "哪一年?", "context": TEXT, "answers": [answer("2008")]}
+    gbk = tmp_path / "gbk.jsonl"
+    gbk.write_bytes((json.dumps(good) + "\n" + json.dumps(good, ensure_ascii=False) + "\n").encode("gbk"))
+    with pytest.raises(DataError, match=r"gbk.jsonl:2.*not valid utf-8.*encoding gbk"):
+        read_qa(gbk)
+    assert read_qa(gbk, encoding="gbk")[1] == QARecord("a", "哪一年?", TEXT, ((0, "2008"),))
+    empty = tmp_path / "empty.json"
+    empty.write_text("  \n")
+    with pytest.raises(DataError, match=r"empty.json.*file is empty"):
+        read_qa(empty)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"data": [\n  {"paragraphs": [}\n]}')
+    with pytest.raises(DataError, match=r"broken.json:2.*not valid JSON"):
+        read_qa(broken)
+    with pytest.raises(DataError, match=r"train.json.*no questions"):
+        read_qa(squad_file(tmp_path, []))
+
+
 # --- units, windows, offsets --------------------------------------------------------------------------------------
 
 
