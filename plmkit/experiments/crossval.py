@@ -127,7 +127,7 @@ def cross_validate(
     summary[f"mean_held_out_{main}"] = sum(values) / len(values) if None not in values else None
     blocks: list[tuple[str, Any]] = [
         ("text", f"{folds} folds of `{train}` (seed {cfg.loop.seed}); each model chosen on its held-out fold."),
-        ("table", (rows, [(k, k.replace("_", " ")) for k in rows[0]])),
+        ("table", ([r | {"seconds": round(r["seconds"])} for r in rows], [(k, k.replace("_", " ")) for k in rows[0]])),
     ]
     if test_data is not None:
         ensembled = spec.ensemble(test_preds)
