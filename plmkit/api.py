@@ -193,6 +193,24 @@ def predict(
     return rows
 
 
+def serve(model: str | Path, *, config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> None:
+    """Serve a saved model over HTTP (plmkit.serve.app) until interrupted; options in config.ServeConfig
+    (host, port, batching and limits). In-flight requests finish on shutdown, up to graceful_seconds."""
+    import uvicorn
+
+    from plmkit.config import ServeConfig
+    from plmkit.models.encoders import resolve_model
+    from plmkit.serve.app import create_app, load_predictor
+
+    cfg = build_config(ServeConfig, config, overrides)
+    source = resolve_model(str(model))
+    if not Path(source, "plmkit.json").is_file():
+        raise DataError("no plmkit.json: not a model directory that plmkit train saved", path=str(source))
+    app = create_app(lambda: load_predictor(source, cfg.max_batch_texts), cfg)
+    print(f"serving {model} on http://{cfg.host}:{cfg.port} (Ctrl-C stops; /docs lists the endpoints)", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, timeout_graceful_shutdown=cfg.graceful_seconds, log_level="warning")
+
+
 def keywords(
     data: str,
     *,

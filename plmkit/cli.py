@@ -172,6 +172,19 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--context", help="a qa model: the text the answer is read from")
     pr.add_argument("--output", help="FILE.jsonl or FILE.csv; standard output when omitted")
     pr.add_argument("--encoding", default=None)
+
+    sv = sub.add_parser("serve", help="serve a trained model over HTTP, with dynamic batching and a page to try it")
+    sv.add_argument("--model", required=True)
+    sv.add_argument("--host", default=None, help="default 127.0.0.1 (loopback only)")
+    sv.add_argument("--port", type=int, default=None, help="default 8000")
+    sv.add_argument("--config", help="YAML with serving options")
+    sv.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="batching, batch_window_ms, max_batch_texts, max_queue_texts, max_request_texts, max_text_chars, "
+        "max_body_bytes, graceful_seconds",
+    )
     return p
 
 
@@ -322,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.output is None:
                 for row in rows:
                     print(json.dumps(row, ensure_ascii=False))
+            return 0
+        elif args.command == "serve":
+            for key in ("host", "port"):
+                if getattr(args, key) is not None:
+                    overrides[key] = getattr(args, key)
+            api.serve(args.model, config=args.config, overrides=overrides)
             return 0
     except PlmkitError as e:
         if debug:

@@ -196,6 +196,22 @@ class PretrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(epochs=10, batch_size=64, lr=5e-4, warmup_ratio=0.06))
 
 
+@dataclass
+class ServeConfig:
+    """`plmkit serve`: where it listens, how it batches, what it refuses (413 too big, 429 queue full)."""
+
+    host: str = "127.0.0.1"  # loopback only; 0.0.0.0 to listen on every interface
+    port: int = 8000
+    batching: bool = True  # off: every request runs alone, as it arrives
+    batch_window_ms: float = 5.0  # how long the first waiting request waits for others to join its batch
+    max_batch_texts: int = 64  # texts in one model run, from however many requests
+    max_queue_texts: int = 1024  # texts waiting to run; a request that would pass it gets 429
+    max_request_texts: int = 256  # texts in one request
+    max_text_chars: int = 20000  # characters in one text (or context)
+    max_body_bytes: int = 1_000_000  # bytes in one request body
+    graceful_seconds: float = 30.0  # on shutdown, how long in-flight requests get to finish
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
