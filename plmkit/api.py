@@ -193,6 +193,25 @@ def predict(
     return rows
 
 
+def export(
+    model: str | Path,
+    output: str | Path,
+    *,
+    format: str = "onnx",
+    quantize: str | None = None,
+    check: str | None = None,
+    check_limit: int = 1000,
+) -> dict[str, Any]:
+    """Export a fine-tuned model to ONNX (`quantize="int8"`: dynamic int8 weights), checked against the
+    PyTorch model on `check` (labelled data; default the model's dev data): max score difference, how
+    many predictions agree, and the main metric of both, in the result and in OUTPUT/export.json."""
+    from plmkit.export.onnx import export as run
+
+    if format != "onnx":
+        raise DataError(f"format: {format!r} is not one of: onnx")
+    return run(model, output, quantize=quantize, check=check, check_limit=check_limit)
+
+
 def serve(model: str | Path, *, config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> None:
     """Serve a saved model over HTTP (plmkit.serve.app) until interrupted; options in config.ServeConfig
     (host, port, batching and limits). In-flight requests finish on shutdown, up to graceful_seconds."""

@@ -173,6 +173,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="FILE.jsonl or FILE.csv; standard output when omitted")
     pr.add_argument("--encoding", default=None)
 
+    ex = sub.add_parser("export", help="export a fine-tuned model to ONNX (optionally int8), checked against PyTorch")
+    ex.add_argument("--model", required=True)
+    ex.add_argument("--output", required=True, help="the exported model directory (predict, evaluate, serve read it)")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 weights (ONNX Runtime)")
+    ex.add_argument("--check", help="labelled data to check parity and accuracy on (default: the model's dev data)")
+    ex.add_argument("--check-limit", type=int, default=1000, help="at most this many records of it (0: all)")
+
     sv = sub.add_parser("serve", help="serve a trained model over HTTP, with dynamic batching and a page to try it")
     sv.add_argument("--model", required=True)
     sv.add_argument("--host", default=None, help="default 127.0.0.1 (loopback only)")
@@ -336,6 +344,26 @@ def main(argv: list[str] | None = None) -> int:
                 for row in rows:
                     print(json.dumps(row, ensure_ascii=False))
             return 0
+        elif args.command == "export":
+            result = api.export(
+                args.model,
+                args.output,
+                format=args.format,
+                quantize=args.quantize,
+                check=args.check,
+                check_limit=args.check_limit,
+            )
+            for name in ("fp32", "int8"):
+                if name in result:
+                    r = result[name]
+                    metric = next((k.removeprefix("onnx_") for k in r if k.startswith("onnx_")), None)
+                    line = f"{name}: max score difference {r['max_score_difference']:.2e}, "
+                    line += f"{r['agreement']:.2%} of {r['records']} predictions agree"
+                    if metric:
+                        line += f"; {metric} {r['torch_' + metric]:.4f} (PyTorch) -> {r['onnx_' + metric]:.4f}"
+                        if not r["within_tolerance"]:
+                            line += f"  DROPS {r['drop_points']:.2f} POINTS (more than 0.5)"
+                    print(line, file=sys.stderr)
         elif args.command == "serve":
             for key in ("host", "port"):
                 if getattr(args, key) is not None:
@@ -363,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare",
         "cross-validate",
         "prune-vocab",
+        "export",
     ):
         print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -100,7 +100,8 @@ def resolve_model(name: str) -> str:
             raise ModelError(f"{name}: model directory not found")
         if not (path / "config.json").is_file():
             raise ModelError(f"{path}: not a model directory (no config.json)")
-        if not any(path.glob("*.safetensors")) and not (path / "model.safetensors.index.json").is_file():
+        weights = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+        if not weights and not (path / "model.onnx").is_file():  # model.onnx: what `plmkit export` writes
             pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
             hint = f" (found {', '.join(pickled)}: plmkit loads safetensors only; convert it first)" if pickled else ""
             raise ModelError(f"{path}: no model weights (model.safetensors){hint}")

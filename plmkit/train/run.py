@@ -271,7 +271,8 @@ def _cfg_from_meta(meta: dict[str, Any], encoding: str | None) -> TrainConfig:
 
 
 def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
-    """A directory that `train` wrote, in whatever mode, with its task and the options it was trained with."""
+    """A directory that `train` wrote, in whatever mode, or that `export` wrote, with its task and the options
+    it was trained with."""
     tasks()
     source = resolve_model(str(model_dir))
     meta = read_plmkit_meta(source)
@@ -281,14 +282,21 @@ def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
     cfg = _cfg_from_meta(meta, None)
     labels = Labels(list(meta["labels"]), meta.get("scheme"), meta.get("class_keywords"))
     tokenizer = load_tokenizer(source)
+    collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
     if cfg.mode == "features":
         from plmkit.train.features import load_feature_model
 
         model, outputs = load_feature_model(source, task, meta, tokenizer, batch_size)
+    elif Path(source, "model.onnx").is_file():  # `plmkit export` wrote it: the task's forward as an ONNX graph
+        from plmkit.export.onnx import OnnxModel, onnx_forward
+
+        model = OnnxModel(source, meta)
+        outputs = lambda items, progress: run_model(  # noqa: E731
+            model, items, collate, onnx_forward, task.outputs, batch_size, torch.device("cpu"), progress
+        )
     else:
         model = task.load_model(source, meta).eval()
         check_tokenizer_matches(source, tokenizer, model.config)
-        collate = partial(task.collate, pad_id=tokenizer.pad_token_id)
         outputs = lambda items, progress: run_model(  # noqa: E731
             model, items, collate, task.forward, task.outputs, batch_size, progress=progress
         )

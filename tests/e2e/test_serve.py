@@ -182,6 +182,19 @@ def test_ner_server_gives_entities_with_offsets(tagger):
         assert text[entity["start"] : entity["end"]] == entity["text"]
 
 
+def test_an_exported_model_serves_as_its_pytorch_model(classifier, tmp_path):
+    api.export(classifier, tmp_path / "onnx", quantize="int8")
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS), encoding="utf-8")
+    # int8 activations are scaled per batch (dynamic quantisation): compared with the same texts in one run
+    expected = api.predict(tmp_path / "onnx", input=str(tmp_path / "texts.txt"))
+    with serving(tmp_path / "onnx") as (base, _):
+        status, body = call(base, "/predict", {"texts": TEXTS})
+    assert status == 200
+    same_rows(body["predictions"], expected)
+    torch_labels = [api.predict(classifier, text=t)[0]["label"] for t in TEXTS]
+    assert [r["label"] for r in body["predictions"]] == torch_labels  # and int8 keeps the tiny model's decisions
+
+
 def start_cli(model: Path, port: int, *options: str) -> subprocess.Popen:
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     command = [sys.executable, "-m", "plmkit", "serve", "--model", str(model), "--port", str(port), *options]

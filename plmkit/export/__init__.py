@@ -1,0 +1,1 @@
+"""`plmkit export`: ONNX graphs, int8 quantisation, parity checks."""

@@ -1,0 +1,231 @@
+"""`plmkit export`: a fine-tuned model as an ONNX graph (dynamic batch and sequence axes), optionally
+int8 (ONNX Runtime's dynamic quantisation), checked against the PyTorch model before it is written.
+
+The graph is the task's `forward`: the tensors `collate` makes (those forward reads) in, the scores
+out (logits (B, C), emissions (B, U, K), span scores (B, T, 2)). Everything before and after it is
+plmkit's own as for the PyTorch model: the tokenizer, featurize, collate, the task's `outputs`,
+`assemble` and `decode`. A tagger's CRF decodes outside the graph, from its transitions saved
+beside it (decoder.safetensors). The exported directory holds model.onnx, the tokenizer,
+config.json, plmkit.json (with the export's parity report) and export.json; `plmkit predict`,
+`evaluate` and `serve` open it like any model directory (they see model.onnx).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from plmkit.errors import ModelError, PlmkitError
+
+ONNX_FILE = "model.onnx"
+DECODER_FILE = "decoder.safetensors"
+TARGETS = ("labels", "tags", "start_positions", "end_positions")  # what collate adds for the loss only
+MAX_DROP_POINTS = 0.5  # an export whose main metric falls by more than this on the check data is flagged
+
+
+class _Reads(dict):
+    """A batch that records which keys a function reads."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read: list[str] = []
+
+    def __getitem__(self, key):
+        if key not in self.read:
+            self.read.append(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+class Scores(torch.nn.Module):
+    """The task's forward as a module of positional tensors, in the order of `keys`: what is exported."""
+
+    def __init__(self, model: torch.nn.Module, forward, keys: Sequence[str]):
+        super().__init__()
+        self.model, self.task_forward, self.keys = model, forward, list(keys)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.task_forward(self.model, dict(zip(self.keys, tensors)))
+
+
+class OnnxModel(torch.nn.Module):
+    """What the runner and the task's `outputs` see in place of the PyTorch model: `forward(batch)`
+    runs the graph; a tagger's `decode` uses the CRF read from decoder.safetensors."""
+
+    def __init__(self, path: str | Path, meta: dict[str, Any], graph: str = ONNX_FILE):
+        super().__init__()
+        import onnxruntime as ort
+
+        path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path / graph), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.crf = None
+        if (path / DECODER_FILE).is_file():
+            from safetensors.torch import load_file
+
+            from plmkit.models.crf import CRF, allowed_transitions
+
+            self.crf = CRF(len(meta["labels"]), *allowed_transitions(meta["labels"], meta["scheme"]))
+            self.crf.load_state_dict(load_file(str(path / DECODER_FILE)))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        feed = {name: batch[name].cpu().numpy() for name in self.inputs}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+    def decode(self, emissions: torch.Tensor, unit_mask: torch.Tensor) -> torch.Tensor:
+        from plmkit.models.tagger import Tagger
+
+        return Tagger.decode(self, emissions, unit_mask)  # argmax, or Viterbi with self.crf
+
+
+def onnx_forward(model: OnnxModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(batch)
+
+
+def is_exported(path: str | Path) -> bool:
+    return Path(path, ONNX_FILE).is_file()
+
+
+def _check_records(loaded, check: str | None, limit: int) -> tuple[str, list[Any]]:
+    """(spec, labelled records) to check the export on: `check`, else the model's dev data, else its
+    training data (the first of those that still reads)."""
+    if check:
+        return check, list(loaded.task.read(check, loaded.cfg))[: limit or None]
+    problems = []
+    for spec in (loaded.meta.get("dev"), loaded.meta.get("train")):
+        if not spec:
+            continue
+        try:
+            return spec, list(loaded.task.read(spec, loaded.cfg))[: limit or None]
+        except (OSError, PlmkitError) as error:
+            problems.append(f"{spec}: {error}")
+    raise ModelError("no data to check the export against: pass --check DATA" + "".join(f"; {p}" for p in problems))
+
+
+def scored(task, model, forward, data, collate) -> list[tuple[torch.Tensor, Any]]:
+    """(scores cut to the item's own length, the task's output) for every item, in item order."""
+    from plmkit.train.infer import run_model
+
+    def outputs(m, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, Any]]:
+        lengths = (batch["unit_mask"] if "unit_mask" in batch else batch["attention_mask"]).sum(1).tolist()
+        rows = [s[:n] if scores.dim() > 2 else s for s, n in zip(scores.float(), lengths)]  # (C,) or (U_i, K)
+        return list(zip(rows, task.outputs(m, scores, batch)))
+
+    return run_model(model, data.items, collate, forward, outputs, 64, device=torch.device("cpu"))
+
+
+def compare(task, data, ours: list[tuple[torch.Tensor, Any]], reference: list[tuple[torch.Tensor, Any]]) -> dict:
+    """Max score difference, the share of records whose prediction rows agree, and the main metric of both."""
+    diff = max((float((a - b).abs().max()) for (a, _), (b, _) in zip(ours, reference)), default=0.0)
+    ours_pred = task.assemble(data, [o for _, o in ours])
+    ref_pred = task.assemble(data, [o for _, o in reference])
+    rows = zip(task.decode(data, ours_pred), task.decode(data, ref_pred))
+    agree = sum(_same_decision(a, b) for a, b in rows) / max(1, len(data.records))
+    report: dict[str, Any] = {"records": len(data.records), "max_score_difference": diff, "agreement": agree}
+    if data.gold is not None:
+        metric = task.main_metric
+        before, after = float(task.metrics(data, ref_pred)[metric]), float(task.metrics(data, ours_pred)[metric])
+        drop = round(100 * (before - after if task.greater_is_better else after - before), 4)
+        report |= {f"torch_{metric}": before, f"onnx_{metric}": after, "drop_points": drop}
+        report["within_tolerance"] = drop <= MAX_DROP_POINTS
+    return report
+
+
+def _same_decision(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Rows agree on what a user acts on: the label, the entities or words, the answer spans, a value to
+    two decimals; not on probabilities."""
+    if "answers" in a:
+        return [(x["start"], x["end"]) for x in a["answers"]] == [(x["start"], x["end"]) for x in b["answers"]]
+    if "score" in a and "label" not in a:  # regression
+        return round(a["score"], 2) == round(b["score"], 2)
+    return {k: v for k, v in a.items() if k != "probabilities"} == {k: v for k, v in b.items() if k != "probabilities"}
+
+
+def _axes(sample: dict[str, torch.Tensor], keys: list[str], scores: torch.Tensor) -> dict[str, dict[int, str]]:
+    """Dynamic axes: the batch, and the tokens (T) or units (U) of every input and of the scores."""
+    tokens = sample["input_ids"].shape[1]
+    name = lambda t: "tokens" if t.shape[1] == tokens else "units"  # noqa: E731
+    axes = {k: {0: "batch", 1: name(sample[k])} for k in keys}
+    return axes | {"scores": {0: "batch"} | ({1: name(scores)} if scores.dim() > 2 else {})}
+
+
+def export(
+    model_dir: str | Path,
+    output: str | Path,
+    *,
+    quantize: str | None = None,
+    check: str | None = None,
+    check_limit: int = 1000,
+    opset: int = 17,
+) -> dict[str, Any]:
+    """Export the fine-tuned model at `model_dir` to `output` (model.onnx and what reads it); `quantize`
+    "int8": dynamic int8 weights. Parity against the PyTorch model on `check` (labelled data; default
+    the model's dev data, else its training data; at most `check_limit` records) is reported and saved."""
+    from plmkit.io import atomic_dir, atomic_write_json
+    from plmkit.train.run import load
+
+    if quantize not in (None, "int8"):
+        raise ModelError(f"quantize: {quantize!r} is not one of: int8")
+    source, started = Path(model_dir), time.time()
+    if is_exported(source):
+        raise ModelError(f"{source}: already an exported model; export the PyTorch model it came from")
+    loaded = load(source)
+    if loaded.meta.get("mode") == "features":
+        raise ModelError(f"{source}: a feature-mode model (a head on cached layers) does not export; fine-tune one")
+    task, model = loaded.task, loaded.model.eval()
+    spec, records = _check_records(loaded, check, check_limit)
+    data = task.featurize(records, loaded.tokenizer, loaded.cfg, loaded.labels, spec)
+    collate = lambda feats: task.collate(feats, pad_id=loaded.tokenizer.pad_token_id)  # noqa: E731
+    sample = _Reads(collate(data.items[:4]))
+    with torch.no_grad():
+        out = task.forward(model, sample)
+    keys = [k for k in sample.read if k not in TARGETS]  # what forward reads, in the order it reads them
+    reference = scored(task, model, task.forward, data, collate)
+    report: dict[str, Any] = {"check": spec, "opset": opset, "quantize": quantize}
+    with atomic_dir(output) as tmp:
+        graph = tmp / (ONNX_FILE if quantize is None else "model.fp32.onnx")
+        wrapper = Scores(model, task.forward, keys).eval()
+        with warnings.catch_warnings():  # the tracer's notes on Python control flow the graph fixes; parity is checked
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                tuple(sample[k] for k in keys),
+                str(graph),
+                input_names=keys,
+                output_names=["scores"],
+                dynamic_axes=_axes(sample, keys, out),
+                opset_version=opset,
+                dynamo=False,  # the TorchScript exporter: exact here, and seconds where dynamo takes minutes
+            )
+        model.eval()  # the exporter puts back the wrapper's training flag on every submodule
+        shutil.copy(source / "config.json", tmp / "config.json")
+        loaded.tokenizer.save_pretrained(tmp)
+        if getattr(model, "crf", None) is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in model.crf.state_dict().items()}, str(tmp / DECODER_FILE))
+        check_graph = lambda name: compare(  # noqa: E731
+            task, data, scored(task, OnnxModel(tmp, loaded.meta, name), onnx_forward, data, collate), reference
+        )
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            report["fp32"] = check_graph(graph.name)
+            quantize_dynamic(str(graph), str(tmp / ONNX_FILE), weight_type=QuantType.QInt8)
+            report["fp32_bytes"] = graph.stat().st_size
+            graph.unlink()
+        report[quantize or "fp32"] = check_graph(ONNX_FILE)
+        report |= {"bytes": (tmp / ONNX_FILE).stat().st_size, "seconds": round(time.time() - started, 1)}
+        atomic_write_json(tmp / "export.json", report)
+        atomic_write_json(tmp / "plmkit.json", loaded.meta | {"export": report | {"from": str(source)}})
+    return report | {"output": str(output)}
