@@ -193,6 +193,39 @@ def predict(
     return rows
 
 
+def distill(
+    teacher: str | Path,
+    student: str,
+    train_data: str,
+    output: str | Path,
+    *,
+    dev: str | None = None,
+    unlabeled: Sequence[str] = (),
+    temperature: float = 2.0,
+    alpha: float = 0.5,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    command: str | None = None,
+) -> dict:
+    """Distil a fine-tuned `teacher` into `student` (`layers:N`: N of the teacher's layers, evenly spaced;
+    or a model name, directory or hub id) on `train_data`, plus soft labels on the `unlabeled` texts (files
+    or builtin corpora); the student is saved at `output` as any trained model. See plmkit.train.distill."""
+    from plmkit.train.distill import distill as run
+
+    return run(
+        str(teacher),
+        student,
+        train_data,
+        output,
+        build_config(TrainConfig, config, overrides),
+        dev_spec=dev,
+        unlabeled=_texts(unlabeled) if unlabeled else None,
+        temperature=temperature,
+        alpha=alpha,
+        command=command,
+    )
+
+
 def export(
     model: str | Path,
     output: str | Path,

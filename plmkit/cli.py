@@ -173,6 +173,23 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", help="FILE.jsonl or FILE.csv; standard output when omitted")
     pr.add_argument("--encoding", default=None)
 
+    ds = sub.add_parser("distill", help="train a smaller, faster student on a fine-tuned teacher's soft labels")
+    ds.add_argument("--teacher", required=True, help="a model directory that plmkit train saved")
+    ds.add_argument(
+        "--student",
+        required=True,
+        help="layers:N (N of the teacher's layers, evenly spaced, the top one kept) or a model: a name "
+        "(default-zh, e5-small, ...), a directory or a hub id",
+    )
+    ds.add_argument("--train", required=True, help="FILE or builtin:NAME (labelled)")
+    ds.add_argument("--dev", help="FILE or builtin:NAME:dev")
+    ds.add_argument("--unlabeled", nargs="+", default=[], help="more texts, soft labels only: files or builtin corpora")
+    ds.add_argument("--temperature", type=float, default=2.0)
+    ds.add_argument("--alpha", type=float, default=0.5, help="weight of the soft (teacher) term; 1 - alpha: gold")
+    ds.add_argument("--output", required=True)
+    ds.add_argument("--config", help="YAML recipe (loop options; the data options are the teacher's)")
+    ds.add_argument("overrides", nargs="*", metavar="key=value")
+
     ex = sub.add_parser("export", help="export a fine-tuned model to ONNX (optionally int8), checked against PyTorch")
     ex.add_argument("--model", required=True)
     ex.add_argument("--output", required=True, help="the exported model directory (predict, evaluate, serve read it)")
@@ -344,6 +361,20 @@ def main(argv: list[str] | None = None) -> int:
                 for row in rows:
                     print(json.dumps(row, ensure_ascii=False))
             return 0
+        elif args.command == "distill":
+            result = api.distill(
+                args.teacher,
+                args.student,
+                args.train,
+                args.output,
+                dev=args.dev,
+                unlabeled=args.unlabeled,
+                temperature=args.temperature,
+                alpha=args.alpha,
+                config=args.config,
+                overrides=overrides,
+                command=command,
+            )
         elif args.command == "export":
             result = api.export(
                 args.model,
@@ -392,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "cross-validate",
         "prune-vocab",
         "export",
+        "distill",
     ):
         print(json.dumps(result, ensure_ascii=False))
     return 0

@@ -109,6 +109,18 @@ def keep_bottom_layers(model: nn.Module, n: int) -> nn.Module:
     return model
 
 
+def keep_spaced_layers(model: nn.Module, n: int) -> nn.Module:
+    """Keep `n` of the encoder's L layers, evenly spaced with the top one among them (layers
+    k*L/n - 1 for k = 1..n), in place: a student initialised from its teacher, as DistilBERT keeps
+    every other layer of BERT. The config says n layers, so the saved model loads as an n-layer model."""
+    base, layers = _encoder_and_layers(model, "student layers:N", "a smaller model as the student")
+    if not 1 <= n <= len(layers):
+        raise ConfigError(f"student: layers:N takes N in [1, {len(layers)}] (the teacher has {len(layers)}); got {n}")
+    base.encoder.layer = nn.ModuleList(layers[round((k + 1) * len(layers) / n) - 1] for k in range(n))
+    base.config.num_hidden_layers = n
+    return model
+
+
 @torch.no_grad()
 def run_bottom(bottom: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Hidden states (B, T, H) after the bottom layers, for a batch of token ids."""

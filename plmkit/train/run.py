@@ -164,13 +164,15 @@ def train(
     callbacks: Sequence[Callable[[LoopState], None]] = (),
     records: tuple[Sequence[Any], Sequence[Any] | None] | None = None,
     labels: Labels | None = None,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Train `cfg.model` for `cfg.task` in `cfg.mode` on `train_spec`; the best model by dev metric is saved
     at `output`. `records`: (train, dev) records already read, in place of reading the specs (which then
     only name them); `labels`: the outputs to train, in place of those the training records have (k-fold
-    training gives every fold the labels of the whole set)."""
+    training gives every fold the labels of the whole set); `task`: the record to train, in place of
+    the registered one of cfg.task (distillation replaces its featurize, collate and loss)."""
     tasks()
-    task: Task = TASKS.get(cfg.task)
+    task = task or TASKS.get(cfg.task)
     if cfg.mode not in task.modes:
         raise ConfigError(f"mode: task {task.name} does not train in mode {cfg.mode}; it takes {', '.join(task.modes)}")
     check_applicable(cfg, task.options)

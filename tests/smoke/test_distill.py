@@ -1,0 +1,81 @@
+"""Distillation on the tiny BERT: a student of fewer layers learns from a teacher's soft labels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import toy_rows
+
+from plmkit import api
+from plmkit.data.examples import Example
+from plmkit.errors import ConfigError
+from plmkit.train.distill import NO_LABEL, distill_loss
+from plmkit.train.run import load, predictions
+
+FAST = {"progress": "false", "batch_size": "16", "lr": "3e-3", "log_steps": "1", "mixed_precision": "no"}
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_model_dir, toy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill") / "teacher"
+    overrides = {"model": str(tiny_model_dir), "epochs": "6", **FAST}
+    api.train(str(toy_data["train"]), out, dev=str(toy_data["dev"]), overrides=overrides)
+    return out
+
+
+def test_loss_is_the_soft_term_plus_the_gold_term():
+    scores = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    teacher = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    same = distill_loss(scores, {"teacher": teacher, "labels": torch.tensor([0, NO_LABEL])}, 2.0, 1.0)
+    assert float(same) == pytest.approx(0.0, abs=1e-6)  # the student agrees with its teacher: no soft loss
+    hard = distill_loss(scores, {"teacher": teacher, "labels": torch.tensor([0, NO_LABEL])}, 2.0, 0.0)
+    assert float(hard) == pytest.approx(float(torch.nn.functional.cross_entropy(scores[:1], torch.tensor([0]))))
+    flipped = distill_loss(scores, {"teacher": teacher.flip(-1), "labels": torch.tensor([0, 1])}, 2.0, 1.0)
+    assert float(flipped) > 0.5
+
+
+def test_a_one_layer_student_learns_its_teacher(teacher, toy_data, tmp_path):
+    unlabeled = tmp_path / "more.txt"  # one text a line, as pretraining corpora are
+    unlabeled.write_text("\n".join(t for t, _ in toy_rows(50, seed=11)), encoding="utf-8")
+
+    def student(name: str, alpha: float) -> dict:
+        overrides = {"epochs": "4", **FAST}
+        return api.distill(teacher, "layers:1", str(toy_data["train"]), tmp_path / name, dev=str(toy_data["dev"]),
+                           overrides=overrides, alpha=alpha, unlabeled=[str(unlabeled)])  # fmt: skip
+
+    result = student("soft", 1.0)
+    meta = json.loads((tmp_path / "soft" / "plmkit.json").read_text())
+    config = json.loads((tmp_path / "soft" / "config.json").read_text())
+    assert config.get("num_hidden_layers", config.get("encoder_config", {}).get("num_hidden_layers")) == 1
+    assert meta["task"] == "classification" and meta["labels"] == ["bad", "good"]
+    assert result["dev_metrics"]["dev_accuracy"] >= 0.95, result
+    train_texts = {t for t, _ in toy_rows(240, seed=1)[:160]}
+    assert result["unlabeled_examples"] == len({t for t, _ in toy_rows(50, seed=11)} - train_texts)
+    assert api.evaluate(tmp_path / "soft", str(toy_data["test"]))["accuracy"] >= 0.95
+    student("gold", 0.0)  # the same student on the gold labels alone
+    # on texts neither saw, the distilled student is closer to its teacher's distribution
+    records = [Example(text=t) for t, _ in toy_rows(60, seed=9)]
+    target = logits(teacher, records).softmax(-1)
+    kl = lambda name: float(F.kl_div(logits(tmp_path / name, records).log_softmax(-1), target, reduction="batchmean"))  # noqa: E731, E501
+    assert kl("soft") < kl("gold") / 2, (kl("soft"), kl("gold"))
+
+
+def logits(model, records) -> torch.Tensor:
+    loaded = load(model)
+    return predictions(loaded, loaded.task.unlabelled(records))[1]  # (N, C)
+
+
+def test_distill_refuses_what_it_cannot_do(teacher, toy_data, toy_ner, tiny_model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="layers:N takes N in \\[1, 2\\]"):
+        api.distill(teacher, "layers:3", str(toy_data["train"]), tmp_path / "a", overrides=FAST)
+    with pytest.raises(ConfigError, match="layers:N .* or a model"):
+        api.distill(teacher, "layers:x", str(toy_data["train"]), tmp_path / "b", overrides=FAST)
+    ner = tmp_path / "ner"
+    api.train(
+        str(toy_ner["train"]), ner, overrides={"task": "ner", "model": str(tiny_model_dir), "epochs": "1", **FAST}
+    )
+    with pytest.raises(ConfigError, match="a fine-tuned teacher of classification, pair, regression"):
+        api.distill(ner, "layers:1", str(toy_ner["train"]), tmp_path / "c", overrides=FAST)
