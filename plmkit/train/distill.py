@@ -1,8 +1,9 @@
 """Distillation: a fine-tuned teacher's soft labels (and the gold ones) train a smaller student.
 
-The student is the teacher's own model with fewer layers (`layers:N`, evenly spaced, the top one kept)
-or any other model (a name, directory or hub id; its own tokenizer: the teacher's scores are per
-text, so the two need not share a vocabulary). Loss on each example (Hinton et al. 2015):
+The student is the teacher's own model with fewer layers (`layers:N`: evenly spaced, the top one
+kept; `bottom:N`: the bottom N, so each layer still reads the one it was trained on) or any other
+model (a name, directory or hub id; its own tokenizer: the teacher's scores are per text, so the two
+need not share a vocabulary). Loss on each example (Hinton et al. 2015):
 
     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, gold)
 
@@ -86,12 +87,12 @@ def distillation_task(task: Task, teacher_scores, temperature: float, alpha: flo
 
 def student_config(cfg: TrainConfig, teacher_meta: dict[str, Any], teacher_dir: str, student: str) -> TrainConfig:
     """The student's options: the teacher's task and data options (max_length, truncation, ...) under
-    `cfg`'s loop; `layers:N` also takes the teacher's model and head."""
+    `cfg`'s loop; `layers:N` and `bottom:N` also take the teacher's model and head."""
     cfg = dataclasses.replace(cfg, task=teacher_meta["task"], max_length=teacher_meta["max_length"])
     for key in TASK_OPTIONS:
         if key in teacher_meta and key in ("truncation", "head_tokens"):
             setattr(cfg, key, teacher_meta[key])
-    if student.startswith("layers:"):
+    if student.startswith(("layers:", "bottom:")):
         cfg.model, cfg.head = teacher_dir, teacher_meta.get("head")
         for key in ("pooling", "word_fusion", "word_buckets", "word_dim"):
             if key in teacher_meta:
@@ -117,7 +118,7 @@ def distill(
     """Train `student` (layers:N or a model) on `train_spec` (and the `unlabeled` texts) from the
     fine-tuned `teacher`'s scores; the student is saved at `output` like any trained model."""
     from plmkit.models.encoders import resolve_model
-    from plmkit.models.partial import keep_spaced_layers
+    from plmkit.models.partial import keep_bottom_layers, keep_spaced_layers
     from plmkit.tasks.base import Labels
     from plmkit.train.run import default_dev, load, predictions, train
 
@@ -130,13 +131,12 @@ def distill(
         raise ConfigError(f"distill: a fine-tuned teacher of {', '.join(TASKS)}; {teacher} is {task.name} "
                           f"in mode {loaded.meta.get('mode')}")  # fmt: skip
     build_model = None
-    if student.startswith("layers:"):
-        if not student.removeprefix("layers:").isdigit():
-            raise ConfigError(f"student: {student!r}; layers:N (N of the teacher's layers) or a model")
-        n = int(student.removeprefix("layers:"))
-        build_model = lambda source, labels, c, tok: keep_spaced_layers(  # noqa: E731
-            task.load_model(teacher_dir, loaded.meta), n
-        )
+    kind, _, count = student.partition(":")
+    if kind in ("layers", "bottom"):
+        if not count.isdigit():
+            raise ConfigError(f"student: {student!r}; layers:N or bottom:N (N of the teacher's layers) or a model")
+        keep = keep_spaced_layers if kind == "layers" else keep_bottom_layers
+        build_model = lambda source, labels, c, tok: keep(task.load_model(teacher_dir, loaded.meta), int(count))  # noqa: E731
     cfg = student_config(cfg, loaded.meta, teacher_dir, student)
 
     def teacher_scores(records) -> torch.Tensor:

@@ -71,7 +71,7 @@ def logits(model, records) -> torch.Tensor:
 def test_distill_refuses_what_it_cannot_do(teacher, toy_data, toy_ner, tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="layers:N takes N in \\[1, 2\\]"):
         api.distill(teacher, "layers:3", str(toy_data["train"]), tmp_path / "a", overrides=FAST)
-    with pytest.raises(ConfigError, match="layers:N .* or a model"):
+    with pytest.raises(ConfigError, match="layers:N or bottom:N .* or a model"):
         api.distill(teacher, "layers:x", str(toy_data["train"]), tmp_path / "b", overrides=FAST)
     ner = tmp_path / "ner"
     api.train(
