@@ -25,6 +25,7 @@ import torch
 from plmkit import __version__
 from plmkit.config import TASK_OPTIONS, TrainConfig, check_applicable, to_dict
 from plmkit.errors import ConfigError, DataError, ModelError
+from plmkit.export.runtime import is_exported
 from plmkit.models.encoders import (
     check_tokenizer_matches,
     load_config,
@@ -289,8 +290,8 @@ def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
         from plmkit.train.features import load_feature_model
 
         model, outputs = load_feature_model(source, task, meta, tokenizer, batch_size)
-    elif Path(source, "model.onnx").is_file():  # `plmkit export` wrote it: the task's forward as an ONNX graph
-        from plmkit.export.onnx import OnnxModel, onnx_forward
+    elif is_exported(source):  # `plmkit export` wrote it: the task's forward as an ONNX graph
+        from plmkit.export.runtime import OnnxModel, onnx_forward
 
         model = OnnxModel(source, meta)
         outputs = lambda items, progress: run_model(  # noqa: E731
