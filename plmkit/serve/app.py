@@ -71,9 +71,8 @@ def _refusal(status: int, message: str, field: str | None = None, headers: dict 
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _text(body: dict, key: str, cfg: ServeConfig, value: Any = None, where: str | None = None) -> str:
-    value = body.get(key) if value is None else value
-    where = where or key
+def _text(value: Any, where: str, cfg: ServeConfig) -> str:
+    """`value` as a request's text: a string, not blank, within max_text_chars; Refused naming `where` otherwise."""
     if not isinstance(value, str):
         raise Refused(422, f"{where}: expected a string, got {type(value).__name__}", where)
     if not value.strip():
@@ -94,14 +93,16 @@ def parse_request(body: Any, predictor: Predictor, cfg: ServeConfig) -> tuple[li
         if "question" not in body or "context" not in body:
             missing = "question" if "question" not in body else "context"
             raise Refused(422, f"{missing}: missing; a qa model reads a question and a context", missing)
-        return [Example(text=_text(body, "question", cfg), text_pair=_text(body, "context", cfg))], False
+        return [
+            Example(text=_text(body["question"], "question", cfg), text_pair=_text(body["context"], "context", cfg))
+        ], False
     if ("text" in body) == ("texts" in body):
         raise Refused(422, "text: give `text` (one) or `texts` (a list), not both or neither", "text")
     if "text" in body:
-        pair = _text(body, "text_pair", cfg) if predictor.pair else None
+        pair = _text(body.get("text_pair"), "text_pair", cfg) if predictor.pair else None
         if pair is None and "text_pair" in body:
             raise Refused(422, "text_pair: this model reads one text", "text_pair")
-        return [Example(text=_text(body, "text", cfg), text_pair=pair)], False
+        return [Example(text=_text(body["text"], "text", cfg), text_pair=pair)], False
     texts = body["texts"]
     if not isinstance(texts, list) or not texts:
         raise Refused(422, "texts: expected a non-empty list of strings", "texts")
@@ -112,12 +113,10 @@ def parse_request(body: Any, predictor: Predictor, cfg: ServeConfig) -> tuple[li
         pairs = body.get("text_pairs")
         if not isinstance(pairs, list) or len(pairs) != len(texts):
             raise Refused(422, "text_pairs: expected a list as long as texts", "text_pairs")
-        pairs = [_text(body, "", cfg, p, f"text_pairs[{i}]") for i, p in enumerate(pairs)]
+        pairs = [_text(p, f"text_pairs[{i}]", cfg) for i, p in enumerate(pairs)]
     elif "text_pairs" in body:
         raise Refused(422, "text_pairs: this model reads one text", "text_pairs")
-    examples = [
-        Example(text=_text(body, "", cfg, t, f"texts[{i}]"), text_pair=p) for i, (t, p) in enumerate(zip(texts, pairs))
-    ]
+    examples = [Example(text=_text(t, f"texts[{i}]", cfg), text_pair=p) for i, (t, p) in enumerate(zip(texts, pairs))]
     return examples, True
 
 

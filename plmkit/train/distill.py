@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from plmkit.config import TASK_OPTIONS, TrainConfig
+from plmkit.config import TrainConfig
 from plmkit.data.examples import Example
 from plmkit.errors import ConfigError
 from plmkit.tasks.base import Featurized, Task
@@ -89,8 +89,8 @@ def student_config(cfg: TrainConfig, teacher_meta: dict[str, Any], teacher_dir: 
     """The student's options: the teacher's task and data options (max_length, truncation, ...) under
     `cfg`'s loop; `layers:N` and `bottom:N` also take the teacher's model and head."""
     cfg = dataclasses.replace(cfg, task=teacher_meta["task"], max_length=teacher_meta["max_length"])
-    for key in TASK_OPTIONS:
-        if key in teacher_meta and key in ("truncation", "head_tokens"):
+    for key in ("truncation", "head_tokens"):
+        if key in teacher_meta:
             setattr(cfg, key, teacher_meta[key])
     if student.startswith(("layers:", "bottom:")):
         cfg.model, cfg.head = teacher_dir, teacher_meta.get("head")
@@ -119,7 +119,6 @@ def distill(
     fine-tuned `teacher`'s scores; the student is saved at `output` like any trained model."""
     from plmkit.models.encoders import resolve_model
     from plmkit.models.partial import keep_bottom_layers, keep_spaced_layers
-    from plmkit.tasks.base import Labels
     from plmkit.train.run import default_dev, load, predictions, train
 
     if temperature <= 0 or not 0 <= alpha <= 1:
@@ -149,8 +148,7 @@ def distill(
     seen = {(r.text, r.text_pair) for r in train_records}
     extra = [Example(text=t) for t in dict.fromkeys(unlabeled or []) if (t, None) not in seen and t.strip()]
     records = (train_records + extra, task.read(dev_spec, cfg) if dev_spec else None)
-    labels = Labels(list(loaded.labels.names), loaded.labels.scheme, loaded.labels.keywords)
-    result = train(train_spec, output, cfg, dev_spec=dev_spec, command=command, records=records, labels=labels,
+    result = train(train_spec, output, cfg, dev_spec=dev_spec, command=command, records=records, labels=loaded.labels,
                    task=dtask)  # fmt: skip
     return result | {"teacher": str(teacher), "student": student, "unlabeled_examples": len(extra),
                      "temperature": temperature, "alpha": alpha}  # fmt: skip
