@@ -203,8 +203,12 @@ def test_pair_esim_head_learns_a_relation(tiny_model_dir, tmp_path):
     )
     assert result["head"] == "esim"
     assert result["dev_metrics"]["dev_accuracy"] >= 0.9
+    # unseen pairs through predict: one pair can sit near the boundary on some CPU's arithmetic, twenty cannot
+    unseen = rows(20)
+    predicted = api.predict(tmp_path / "pair", input=str(write_csv(tmp_path / "test.csv", unseen, header)))
+    assert sum(p["label"] == label for p, (_, _, label) in zip(predicted, unseen)) >= 18
     row = api.predict(tmp_path / "pair", text="好棒", text_pair="赞美")[0]
-    assert row["label"] == "same" and row["text_pair"] == "赞美"
+    assert row["text_pair"] == "赞美" and row["label"] in ("same", "different")
 
 
 def test_feature_mode_config_errors(tiny_model_dir, toy_data, tmp_path):
