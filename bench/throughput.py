@@ -1,13 +1,22 @@
-"""Batch inference throughput: plmkit predict (PyTorch), plmkit on its ONNX fp32 and int8 exports, and
-Hugging Face `transformers.pipeline` (its default batch and batch 32), on the same texts and model, in
-one run; each timed `--repeat` times in alternating order, the median reported, with accuracy.
+"""plmkit against its peers in one run: batch inference, fine-tuning, the server under load, and model-FLOPs
+utilisation against this machine's measured matrix-multiply peak.
 
     python bench/throughput.py --model DIR [--onnx DIR] [--int8 DIR] [--student DIR ...] [--data builtin:reviews:test]
-                               [--n 1000] [--repeat 3]
-    python bench/throughput.py --quick        # CI: a tiny model trained and exported here, 64 texts
+                               [--n 1000] [--repeat 3] [--train-models minilm-en,e5-small] [--train-n 2000]
+                               [--parts inference,train,serve,mfu]
+    python bench/throughput.py --quick        # CI: a tiny model trained and exported here, every part small
 
-The last line printed is one JSON object: the machine (CPU model, whether bf16 is native, threads),
-texts/s and accuracy of each, and each one's speed as a ratio to the pipeline's default.
+- inference: plmkit predict (PyTorch), plmkit on its ONNX fp32 and int8 exports (and distilled students),
+  and Hugging Face `transformers.pipeline` (its default batch and batch 32), on the same texts and model;
+  each timed `--repeat` times in alternating order, the median reported, with accuracy.
+- train: `plmkit train` against `Trainer` with its defaults and with its best CPU flags (bench/train_speed.py),
+  for each of `--train-models`.
+- serve: `plmkit serve --model DIR` at 1, 8 and 32 concurrent clients, batching on and off (bench/serve_load.py).
+- mfu: the fp32 (and native bf16) GEMM peak, and the model FLOPs/s of inference and training against it
+  (bench/mfu.py).
+
+The last line printed is one JSON object: the machine (CPU model, whether bf16 is native, threads) and
+each part's figures, every speed also as a ratio to its peer.
 """
 
 from __future__ import annotations
@@ -23,8 +32,15 @@ from pathlib import Path
 
 import torch
 
-from plmkit import api
-from plmkit.cli import quiet_libraries
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other parts, beside this file
+
+import mfu  # noqa: E402
+import serve_load  # noqa: E402
+import train_speed  # noqa: E402
+
+from plmkit import api  # noqa: E402
+from plmkit.cli import quiet_libraries  # noqa: E402
+from plmkit.data.examples import Example  # noqa: E402
 
 
 def machine() -> dict:
@@ -81,28 +97,11 @@ def quick_models(tmp: Path) -> tuple[str, str, str, str]:
     return str(tmp / "model"), str(tmp / "onnx"), str(tmp / "int8"), str(tmp / "test.csv")
 
 
-def main(argv: list[str]) -> dict:
-    quiet_libraries()
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", help="a fine-tuned classification model directory")
-    p.add_argument("--onnx", help="its `plmkit export` directory")
-    p.add_argument("--int8", help="its `plmkit export --quantize int8` directory")
-    p.add_argument("--student", nargs="*", default=[], help="distilled students of the model (plmkit distill)")
-    p.add_argument("--data", default="builtin:reviews:test")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    tmp = tempfile.TemporaryDirectory(prefix="plmkit-throughput-")
-    if args.quick:
-        args.model, args.onnx, args.int8, args.data = quick_models(Path(tmp.name))
-        args.repeat = 1
-    from plmkit.data.examples import Example
-    from plmkit.train.run import load
+PARTS = ("inference", "train", "serve", "mfu")
 
-    loaded = load(args.model)
-    records = loaded.task.read(args.data, loaded.cfg)[: args.n]
-    texts, gold = [r.text for r in records], [r.label for r in records]
+
+def inference(args, loaded, texts: list[str], gold: list[str]) -> dict:
+    """texts/s and accuracy of each runner, and its speed as a ratio to the pipeline's default batch."""
     examples = [Example(text=t) for t in texts]
     runners = {"plmkit_torch": plmkit_runner(args.model, examples)}
     if args.onnx:
@@ -123,7 +122,7 @@ def main(argv: list[str]) -> dict:
             labels[name] = runners[name]()
             seconds[name].append(time.perf_counter() - started)
             print(f"{name}: {len(texts) / seconds[name][-1]:.1f} texts/s", file=sys.stderr, flush=True)
-    result = {"machine": machine(), "texts": len(texts), "data": args.data, "repeat": args.repeat, "runs": {}}
+    result = {"texts": len(texts), "data": args.data, "repeat": args.repeat, "runs": {}}
     base = statistics.median(seconds["pipeline_default"])
     for name in runners:
         median = statistics.median(seconds[name])
@@ -133,6 +132,70 @@ def main(argv: list[str]) -> dict:
             "accuracy": round(accuracy, 4),
             "speed_vs_pipeline_default": round(base / median, 2),
         }
+    return result
+
+
+def utilisation(peaks: dict, flops: float, seconds: float) -> dict:
+    achieved = flops / seconds / 1e9
+    return {"model_gflops_per_s": round(achieved, 1), "mfu_fp32": round(achieved / peaks["fp32_gflops"], 3)} | (
+        {"mfu_bf16": round(achieved / peaks["bf16_gflops"], 3)} if "bf16_gflops" in peaks else {}
+    )
+
+
+def main(argv: list[str]) -> dict:
+    quiet_libraries()
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", help="a fine-tuned classification model directory")
+    p.add_argument("--onnx", help="its `plmkit export` directory")
+    p.add_argument("--int8", help="its `plmkit export --quantize int8` directory")
+    p.add_argument("--student", nargs="*", default=[], help="distilled students of the model (plmkit distill)")
+    p.add_argument("--data", default="builtin:reviews:test")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--parts", default=",".join(PARTS))
+    p.add_argument("--train-models", default="minilm-en,e5-small", help="models fine-tuned by plmkit and Trainer")
+    p.add_argument("--train-n", type=int, default=2000)
+    p.add_argument("--train-repeat", type=int, default=2)
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--requests", type=int, default=200, help="requests per client count in the server part")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        p.error(f"--parts: unknown {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
+    tmp = tempfile.TemporaryDirectory(prefix="plmkit-throughput-")
+    if args.quick:
+        args.model, args.onnx, args.int8, args.data = quick_models(Path(tmp.name))
+        args.repeat, args.clients, args.requests = 1, "1,4", 24
+    from plmkit.train.run import load
+
+    loaded = load(args.model)
+    records = loaded.task.read(args.data, loaded.cfg)[: args.n]
+    texts, gold = [r.text for r in records], [r.label for r in records]
+    result: dict = {"machine": machine()}
+    peaks = mfu.peaks(seconds=0.3 if args.quick else 2.0) if "mfu" in parts else {}
+    if "inference" in parts:
+        result["inference"] = inference(args, loaded, texts, gold)
+    if "train" in parts:
+        result["train"] = {}
+        for model in ["tiny"] if args.quick else args.train_models.split(","):
+            options = ["--quick"] if args.quick else ["--model", model, "--n", str(args.train_n)]
+            result["train"][model] = train_speed.main([*options, "--repeat", str(args.train_repeat)])
+    if "serve" in parts:
+        clients = [int(c) for c in args.clients.split(",")]
+        result["serve"] = serve_load.main(args.model, texts, clients, args.requests)
+    if peaks:
+        result["mfu"] = {"peak": peaks}
+        if "inference" in result:  # the PyTorch runner: fp32 unless the model was exported
+            data = loaded.task.featurize(loaded.task.unlabelled([Example(text=t) for t in texts]), loaded.tokenizer,
+                                         loaded.cfg, loaded.labels, args.data)  # fmt: skip
+            flops = mfu.encoder_flops(loaded.model.config, [len(it["input_ids"]) for it in data.items])
+            speed = result["inference"]["runs"]["plmkit_torch"]["texts_per_s"]
+            result["mfu"]["inference_plmkit_torch"] = utilisation(peaks, flops, len(texts) / speed)
+        for model, run in result.get("train", {}).items():
+            for name, figures in run["runs"].items():
+                seconds = run["samples"] / figures["samples_per_s"]
+                result["mfu"][f"train_{model}_{name}"] = utilisation(peaks, 3 * run["forward_flops"], seconds)
     tmp.cleanup()
     return result
 

@@ -120,8 +120,6 @@ def pretrain(
         save_best=save_best,
         resume=resume,
     )
-    if not dev:
-        save_best(model, state)
     result = log(state)
     atomic_write_json(output / "pretrain_log.json", result)
     plot_loss_curve(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,14 @@ class Run:
                 self.scheduler,
                 self.state,
             )
+
+    def discard_checkpoint(self) -> None:
+        """A finished run writes no checkpoint (the model is saved) and removes any from earlier steps:
+        writing the model and twice its size of optimiser state again at the end only cost time."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            for path in (self.checkpoint_path, self.checkpoint_path.with_name(self.checkpoint_path.name + ".old")):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 OptimizerFn = Callable[[torch.nn.Module], torch.optim.Optimizer]
@@ -288,12 +297,12 @@ def end_of_epoch(
         state.bad_epochs += 1
     if finished_epoch:
         state.epoch, state.batches_done = state.epoch + 1, 0
-    run.checkpoint()
     if cfg.patience and state.bad_epochs >= cfg.patience:
         state.stopped_early = True
         accelerator.print(f"early stopping: no improvement in {metric} for {cfg.patience} epochs")
-        return True
-    return False
+    if not (state.stopped_early or state.epoch >= cfg.epochs or run.out_of_budget()):
+        run.checkpoint()  # the last one is not written: a finished run has nothing to resume
+    return state.stopped_early
 
 
 def train_loop(
@@ -319,8 +328,10 @@ def train_loop(
     """Train `model` on `features`; `loss_fn(model, batch)` returns the scalar loss.
 
     After each epoch, `evaluate` returns dev metrics; when `metric` improves,
-    `save_best(model, state)` writes the model. A checkpoint for `resume` is kept in
-    `output_dir/checkpoint`. `before_batch(state)` runs before every batch (gradual unfreezing
+    `save_best(model, state)` writes the model (without `evaluate`, once: the model at the end).
+    A checkpoint for `resume` is kept in `output_dir/checkpoint` while the run goes on (every
+    `save_steps` and at the end of each epoch but the last) and removed when it finishes.
+    `before_batch(state)` runs before every batch (gradual unfreezing
     sets `requires_grad` there); `callbacks(state)` after every optimiser step. `optimizer(model)`
     and `schedule(optimizer, total_steps, time_fraction)` default to AdamW over `cfg`'s weight decay
     and `cfg.schedule` (plmkit.train.optim).
@@ -343,5 +354,7 @@ def train_loop(
         run_epoch(run, loss_fn, callbacks, before_batch)
         if end_of_epoch(run, evaluate, metric, greater_is_better, save_best):
             break
-    run.accelerator.wait_for_everyone()
+    if evaluate is None and save_best is not None and run.accelerator.is_main_process:
+        save_best(run.accelerator.unwrap_model(run.model), run.state)  # no dev data: the model at the end
+    run.discard_checkpoint()  # after the model is saved: until then, a kill leaves the checkpoint to resume from
     return run.state

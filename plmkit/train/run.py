@@ -235,8 +235,6 @@ def train(
         find_unused_parameters=plan.find_unused_parameters,
         optimizer=lambda m: build_optimizer(m, cfg.loop, plan.param_groups),
     )
-    if plan.predict_dev is None:  # no dev data: the model at the end
-        plan.save(plan.model, state)
     best = next(
         (h for h in state.history if h["epoch"] == state.best_epoch + 1), state.history[-1] if state.history else {}
     )

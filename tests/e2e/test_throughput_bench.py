@@ -1,4 +1,5 @@
-"""bench/throughput.py in its quick mode: every runner answers every text, and the exports agree."""
+"""bench/throughput.py in its quick mode: every part runs, every runner answers every text, the exports agree,
+the peers train on the same tokens, and the server answers at every client count with batching on and off."""
 
 from __future__ import annotations
 
@@ -9,16 +10,43 @@ import pytest
 
 
 @pytest.mark.slow
-def test_quick_throughput_bench_runs_every_peer():
+def test_quick_throughput_bench_runs_every_part_and_peer():
     path = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
     spec = importlib.util.spec_from_file_location("throughput", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     result = bench.main(["--quick"])
-    runs = result["runs"]
+    assert set(result) == {"machine", "inference", "train", "serve", "mfu"}
+    assert set(result["machine"]) == {"cpu", "bf16_native", "threads"}
+
+    inference = result["inference"]
+    runs = inference["runs"]
     assert set(runs) == {"plmkit_torch", "plmkit_onnx_fp32", "plmkit_onnx_int8", "pipeline_default", "pipeline_batch32"}
-    assert result["texts"] == 64 and set(result["machine"]) == {"cpu", "bf16_native", "threads"}
+    assert inference["texts"] == 64
     assert runs["plmkit_onnx_fp32"]["accuracy"] == runs["plmkit_torch"]["accuracy"]
     assert abs(runs["pipeline_default"]["accuracy"] - runs["plmkit_torch"]["accuracy"]) <= 0.05
     assert all(r["texts_per_s"] > 0 for r in runs.values())
     assert runs["pipeline_default"]["speed_vs_pipeline_default"] == 1.0
+
+    train = result["train"]["tiny"]["runs"]
+    assert set(train) == {"plmkit", "trainer_default", "trainer_best"}
+    real = {r["real_tokens"] for r in train.values()}
+    assert len(real) == 1  # the same texts, truncated alike, in every runner
+    assert real.pop() <= train["plmkit"]["padded_tokens"] < train["trainer_default"]["padded_tokens"]
+    assert all(r["samples_per_s"] > 0 and r["mean_train_loss"] > 0 for r in train.values())
+    assert train["plmkit"]["speed_of_plmkit"] == 1.0
+
+    serve = result["serve"]
+    for mode in ("batching_on", "batching_off"):
+        for clients in ("1", "4"):
+            figures = serve[mode][clients]
+            assert figures["requests_per_s"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
+        health = serve[mode]["health"]
+        assert health["requests"] >= 2 * serve["requests"]  # every request reached the model
+    assert serve["batching_off"]["health"]["largest_batch"] == 1
+    assert serve["batching_on"]["health"]["batches"] < serve["batching_on"]["health"]["requests"]
+
+    mfu = result["mfu"]
+    assert mfu["peak"]["fp32_gflops"] > 0
+    assert 0 < mfu["inference_plmkit_torch"]["mfu_fp32"] < 1.5
+    assert set(k for k in mfu if k.startswith("train_")) == {f"train_tiny_{r}" for r in train}

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import cut_and_resume
+from conftest import cut_and_resume, stop_at
 from safetensors.torch import load_file
 
 from plmkit import api
@@ -207,10 +207,13 @@ def test_partial_run_resumes_exactly(tiny_model_dir, toy_data, tmp_path):
     full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
     for name in full:
         torch.testing.assert_close(cut[name], full[name], rtol=0, atol=0, msg=name)
+    assert not (tmp_path / "cut" / "checkpoint").exists()  # a finished run leaves none behind
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(toy_data["train"]), tmp_path / "other", overrides=common, callbacks=[stop_at(4)])
     with pytest.raises(TrainingError, match="the checkpoint does not fit this model"):  # refused, not misloaded
         api.train(
             str(toy_data["train"]),
-            tmp_path / "cut",
+            tmp_path / "other",
             overrides=common | {"freeze_layers": 0, "mode": "finetune"},
             resume=True,
         )

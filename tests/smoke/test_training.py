@@ -62,7 +62,7 @@ def test_reload_gives_identical_predictions(trained, toy_data, tmp_path):
 
 
 def _weights(path):
-    return load_file(str(path / "checkpoint" / "model.safetensors"))
+    return load_file(str(path / "model.safetensors"))
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, toy_data, tmp_path):
@@ -88,6 +88,27 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, toy
     assert full.keys() == cut.keys()
     for name in full:
         torch.testing.assert_close(cut[name], full[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_finished_run_leaves_no_checkpoint_and_saves_its_last_model(tiny_model_dir, toy_data, tmp_path):
+    """Checkpoints exist while the run goes on (here every 3 steps); at the end the model is saved and the
+    checkpoint removed, not written once more. Without dev data the saved model is the one at the end."""
+    seen: list[bool] = []
+    out = tmp_path / "m"
+    overrides = {"model": str(tiny_model_dir), "epochs": "2", "save_steps": "3", **FAST}
+    look = lambda state: seen.append((out / "checkpoint").is_dir())  # noqa: E731
+    result = api.train(str(toy_data["train"]), out, overrides=overrides, callbacks=[look])
+    assert result["steps"] == 20 and any(seen) and not (out / "checkpoint").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary entries either
+    with pytest.raises(KeyboardInterrupt):  # the same run cut after step 20's optimiser step, before the end
+        api.train(str(toy_data["train"]), tmp_path / "cut", overrides=overrides, callbacks=[stop_at(20)])
+    last = json.loads((tmp_path / "cut" / "checkpoint" / "loop_state.json").read_text())
+    assert last["step"] == 18  # the checkpoint of step 18 is kept until the model is saved
+    saved = load_file(str(out / "model.safetensors"))
+    resumed = api.train(str(toy_data["train"]), tmp_path / "cut", overrides=overrides, resume=True)
+    assert resumed["steps"] == 20
+    for name, tensor in load_file(str(tmp_path / "cut" / "model.safetensors")).items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0, msg=name)
 
 
 def test_runs_with_different_precision_in_one_process(tiny_model_dir, toy_data, tmp_path):
