@@ -203,13 +203,17 @@ def distill(
     unlabeled: Sequence[str] = (),
     temperature: float = 2.0,
     alpha: float = 0.5,
+    vector_weight: float = 0.0,
+    augment: int = 0,
     config: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     command: str | None = None,
 ) -> dict:
     """Distil a fine-tuned `teacher` into `student` (`layers:N`: N of the teacher's layers, evenly spaced;
-    or a model name, directory or hub id) on `train_data`, plus soft labels on the `unlabeled` texts (files
-    or builtin corpora); the student is saved at `output` as any trained model. See plmkit.train.distill."""
+    `bottom:N`; or a model name, directory or hub id) on `train_data`, plus soft labels on the `unlabeled`
+    texts (files or builtin corpora) and on `augment` noisy copies of each training text; `vector_weight`
+    pulls the student's sentence vector to the teacher's. The student is saved at `output` as any trained
+    model. See plmkit.train.distill."""
     from plmkit.train.distill import distill as run
 
     return run(
@@ -222,6 +226,8 @@ def distill(
         unlabeled=_texts(unlabeled) if unlabeled else None,
         temperature=temperature,
         alpha=alpha,
+        vector_weight=vector_weight,
+        augment=augment,
         command=command,
     )
 

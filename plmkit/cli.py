@@ -187,6 +187,13 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--unlabeled", nargs="+", default=[], help="more texts, soft labels only: files or builtin corpora")
     ds.add_argument("--temperature", type=float, default=2.0)
     ds.add_argument("--alpha", type=float, default=0.5, help="weight of the soft (teacher) term; 1 - alpha: gold")
+    ds.add_argument(
+        "--vector-weight",
+        type=float,
+        default=0.0,
+        help="weight of the MSE between the student's sentence vector (its classifier's input) and the teacher's",
+    )
+    ds.add_argument("--augment", type=int, default=0, help="noisy copies of each training text, soft labels only")
     ds.add_argument("--output", required=True)
     ds.add_argument("--config", help="YAML recipe (loop options; the data options are the teacher's)")
     ds.add_argument("overrides", nargs="*", metavar="key=value")
@@ -372,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                 unlabeled=args.unlabeled,
                 temperature=args.temperature,
                 alpha=args.alpha,
+                vector_weight=args.vector_weight,
+                augment=args.augment,
                 config=args.config,
                 overrides=overrides,
                 command=command,

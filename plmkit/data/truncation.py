@@ -151,18 +151,40 @@ def encode(
     Returns input_ids, token_type_ids, offsets (character spans into text or text_pair; (0, 0) for specials)
     and segments (1 for a token of text, 2 of text_pair, 0 for a special token).
     """
+    return encode_all(tokenizer, [text], [text_pair], max_length, strategy, head_tokens)[0]
+
+
+def encode_all(
+    tokenizer,
+    texts: Sequence[str],
+    text_pairs: Sequence[str | None],
+    max_length: int,
+    strategy: str,
+    head_tokens: int | None = None,
+) -> list[dict[str, list]]:
+    """`encode` for many texts (and pairs, None where a text has none): the tokenizer runs once over all
+    of them, on every core, instead of once a text."""
     backend, layout = backend_and_layout(tokenizer)
-    pair = text_pair is not None
-    budget = max_length - layout.n_special(pair)
-    if budget < 1:
-        raise ConfigError(f"max_length: {max_length} leaves no room for text after special tokens")
-    a = backend.encode(text, add_special_tokens=False)
-    if not pair:
+    for pair in {p is not None for p in text_pairs}:
+        if max_length - layout.n_special(pair) < 1:
+            raise ConfigError(f"max_length: {max_length} leaves no room for text after special tokens")
+    firsts = backend.encode_batch(list(texts), add_special_tokens=False)
+    pairs = [p for p in text_pairs if p is not None]
+    seconds = iter(backend.encode_batch(pairs, add_special_tokens=False) if pairs else [])
+    return [
+        _truncate_and_frame(layout, a, next(seconds) if p is not None else None, max_length, strategy, head_tokens)
+        for a, p in zip(firsts, text_pairs)
+    ]
+
+
+def _truncate_and_frame(layout: Layout, a, b, max_length: int, strategy: str, head_tokens: int | None) -> dict:
+    """One text's encoding `a` (and its pair's `b`, or None) truncated to fit, framed by the special tokens."""
+    budget = max_length - layout.n_special(b is not None)
+    if b is None:
         keep = keep_indices(len(a.ids), budget, strategy, head_tokens)
         framed = layout.frame([a.ids[i] for i in keep])
         offsets = spread(framed["segments"], [a.offsets[i] for i in keep], special=(0, 0))
         return framed | {"offsets": offsets}
-    b = backend.encode(text_pair, add_special_tokens=False)
     n_a, n_b = pair_lengths(len(a.ids), len(b.ids), budget)
     scale = lambda n: None if head_tokens is None else round(head_tokens * n / budget)  # noqa: E731
     keep_a = keep_indices(len(a.ids), n_a, strategy, scale(n_a))

@@ -137,7 +137,7 @@ def featurize(
 ) -> Featurized:
     """Each text (and pair) truncated as `cfg` says; targets are class ids or floats. Classes are fitted
     on `examples` when `labels` is None (training)."""
-    from plmkit.data.truncation import encode
+    from plmkit.data.truncation import encode_all
     from plmkit.data.words import token_word_ids
 
     labelled = all(ex.label is not None for ex in examples)
@@ -159,9 +159,10 @@ def featurize(
             else [float(ex.label) for ex in examples]
         )
     items = []
-    for n, ex in enumerate(examples):
-        second = keyword_segment(ex.text, labels.keywords) if labels.keywords else ex.text_pair
-        enc = encode(tokenizer, ex.text, second, cfg.max_length, cfg.truncation, cfg.head_tokens)
+    seconds = [keyword_segment(ex.text, labels.keywords) if labels.keywords else ex.text_pair for ex in examples]
+    firsts = [ex.text for ex in examples]
+    encoded = encode_all(tokenizer, firsts, seconds, cfg.max_length, cfg.truncation, cfg.head_tokens)
+    for n, (ex, second, enc) in enumerate(zip(examples, seconds, encoded)):
         item = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"], "segments": enc["segments"]}
         if cfg.word_fusion != "none":
             texts = (ex.text, second)

@@ -7,14 +7,21 @@ need not share a vocabulary). Loss on each example (Hinton et al. 2015):
 
     alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, gold)
 
-regression: alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, gold). Unlabelled texts
-(`unlabeled`) add examples with the soft term only. The distillation is the task record with its
-featurize, collate, loss and (for layers:N) build_model replaced, trained by the one runner.
+regression: alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, gold). With `vector_weight` w > 0
+the student's sentence vector (what its classifier reads: the pooled or [CLS] state, before dropout) is
+also pulled to the teacher's, + w * MSE(student vector, teacher vector), a hint in the sense of FitNets
+(Romero et al. 2015) that tells a shallow student far more than C scores do. Unlabelled texts
+(`unlabeled`, and `augment` noisy copies of each training text, as Tang et al. 2019 augment for their
+students) add examples with the soft terms only. The distillation is the task record with its
+featurize, collate, loss and build_model replaced, trained by the one runner.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -29,10 +36,44 @@ TASKS = ("classification", "pair", "regression")
 NO_LABEL = -100  # the target of an unlabelled example (classes); regression uses NaN
 
 
+def augmented(texts: Sequence[str], copies: int, rng: random.Random, replace: float = 0.1) -> list[str]:
+    """`copies` noisy variants of each text: a random span of 60-100% of it, then each character replaced,
+    with probability `replace`, by one drawn from the characters of all the texts by their frequency."""
+    counts = Counter(ch for text in texts for ch in text if not ch.isspace())
+    alphabet, weights = list(counts), list(counts.values())
+    out = []
+    for text in texts:
+        for _ in range(copies):
+            keep = max(1, round(len(text) * rng.uniform(0.6, 1.0)))
+            start = rng.randrange(len(text) - keep + 1)
+            chars = list(text[start : start + keep])
+            for i in range(len(chars)):
+                if rng.random() < replace:
+                    chars[i] = rng.choices(alphabet, weights)[0]
+            out.append("".join(chars))
+    return out
+
+
+def sentence_vector_hook(model: torch.nn.Module, store: dict[str, torch.Tensor]) -> bool:
+    """Keep what `model`'s classifier reads (the input of its `dropout`: the pooled or [CLS] vector (B, H))
+    in store["vector"] at every forward; False when the model has no such dropout (a TextCNN head)."""
+    dropout = getattr(model, "dropout", None)
+    if not isinstance(dropout, torch.nn.Dropout):
+        return False
+    dropout.register_forward_pre_hook(lambda module, args: store.__setitem__("vector", args[0]))
+    return True
+
+
 def distill_loss(
-    scores: torch.Tensor, batch: dict[str, torch.Tensor], temperature: float, alpha: float
+    scores: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    temperature: float,
+    alpha: float,
+    vector: torch.Tensor | None = None,
+    vector_weight: float = 0.0,
 ) -> torch.Tensor:
-    """scores (B, C) against the teacher's (B, C) and the gold labels (B,), NO_LABEL / NaN where none."""
+    """scores (B, C) against the teacher's (B, C) and the gold labels (B,), NO_LABEL / NaN where none;
+    with `vector_weight`, the student's sentence `vector` (B, H) against the teacher's (B, H)."""
     teacher, gold = batch["teacher"].float(), batch["labels"]
     if scores.shape[-1] == 1:  # regression
         student = scores.float().squeeze(-1)  # (B,)
@@ -45,13 +86,30 @@ def distill_loss(
         soft = F.kl_div(log_student, F.softmax(teacher / t, dim=-1), reduction="batchmean") * t * t
         has = gold != NO_LABEL
         hard = F.cross_entropy(scores.float()[has], gold[has]) if has.any() else soft * 0
-    return alpha * soft + (1 - alpha) * hard
+    loss = alpha * soft + (1 - alpha) * hard
+    if vector_weight > 0 and vector is not None:
+        loss = loss + vector_weight * F.mse_loss(vector.float(), batch["teacher_vector"].float())
+    return loss
 
 
-def distillation_task(task: Task, teacher_scores, temperature: float, alpha: float, build_model=None) -> Task:
-    """`task` with each item carrying the teacher's scores (`teacher_scores(records)` -> (N, C)),
-    unlabelled records kept with NO_LABEL, and the distillation loss."""
+def distillation_task(
+    task: Task,
+    teacher_scores: Callable[[list[Any]], tuple[torch.Tensor, torch.Tensor | None]],
+    temperature: float,
+    alpha: float,
+    build_model=None,
+    vector_weight: float = 0.0,
+) -> Task:
+    """`task` with each item carrying the teacher's scores and sentence vector (`teacher_scores(records)` ->
+    ((N, C), (N, H) or None)), unlabelled records kept with NO_LABEL, and the distillation loss."""
     regression = task.label_type == "float"
+    store: dict[str, torch.Tensor] = {}  # the student's sentence vector of the batch just run
+
+    def build(source, labels, cfg, tokenizer) -> torch.nn.Module:
+        model = (build_model or task.build_model)(source, labels, cfg, tokenizer)
+        if vector_weight > 0 and not sentence_vector_hook(model, store):
+            raise ConfigError("vector_weight: the student's head reads no sentence vector (use head pool or cls)")
+        return model
 
     def featurize(records, tokenizer, cfg, labels, spec) -> Featurized:
         labelled = [r for r in records if r.label is not None]
@@ -66,23 +124,24 @@ def distillation_task(task: Task, teacher_scores, temperature: float, alpha: flo
         ordered = labelled + unlabelled
         if len(items) != len(ordered):
             raise ConfigError(f"distill: {task.name} gave {len(items)} items for {len(ordered)} records")
-        soft = teacher_scores(ordered)  # (N, C)
-        for item, row in zip(items, soft):
+        soft, vectors = teacher_scores(ordered)  # (N, C), (N, H) or None
+        for n, (item, row) in enumerate(zip(items, soft)):
             item["teacher"] = row
+            if vector_weight > 0:
+                item["teacher_vector"] = vectors[n]
         return dataclasses.replace(data, records=ordered, items=items)
 
     def collate(feats: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
         batch = task.collate(feats, pad_id)
         batch["teacher"] = torch.stack([f["teacher"] for f in feats]).float()  # (B, C)
+        if feats and "teacher_vector" in feats[0]:
+            batch["teacher_vector"] = torch.stack([f["teacher_vector"] for f in feats]).float()  # (B, H)
         return batch
 
-    return dataclasses.replace(
-        task,
-        featurize=featurize,
-        collate=collate,
-        loss=lambda model, scores, batch: distill_loss(scores, batch, temperature, alpha),
-        build_model=build_model or task.build_model,
-    )
+    def loss(model, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return distill_loss(scores, batch, temperature, alpha, store.pop("vector", None), vector_weight)
+
+    return dataclasses.replace(task, featurize=featurize, collate=collate, loss=loss, build_model=build)
 
 
 def student_config(cfg: TrainConfig, teacher_meta: dict[str, Any], teacher_dir: str, student: str) -> TrainConfig:
@@ -113,22 +172,33 @@ def distill(
     unlabeled: list[str] | None = None,
     temperature: float = 2.0,
     alpha: float = 0.5,
+    vector_weight: float = 0.0,
+    augment: int = 0,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Train `student` (layers:N or a model) on `train_spec` (and the `unlabeled` texts) from the
-    fine-tuned `teacher`'s scores; the student is saved at `output` like any trained model."""
+    """Train `student` (layers:N or a model) on `train_spec` (and the `unlabeled` texts, and `augment` noisy
+    copies of each training text) from the fine-tuned `teacher`'s scores (and, with `vector_weight`, its
+    sentence vectors); the student is saved at `output` like any trained model."""
     from plmkit.models.encoders import resolve_model
     from plmkit.models.partial import keep_bottom_layers, keep_spaced_layers
-    from plmkit.train.run import default_dev, load, predictions, train
+    from plmkit.train.run import default_dev, load, train
 
-    if temperature <= 0 or not 0 <= alpha <= 1:
-        raise ConfigError(f"distill: temperature > 0 and alpha in [0, 1]; got {temperature}, {alpha}")
+    if temperature <= 0 or not 0 <= alpha <= 1 or vector_weight < 0 or augment < 0:
+        raise ConfigError(
+            "distill: temperature > 0, alpha in [0, 1], vector_weight >= 0 and augment >= 0; "
+            f"got {temperature}, {alpha}, {vector_weight}, {augment}"
+        )
     teacher_dir = resolve_model(str(teacher))
     loaded = load(teacher_dir)
     task = loaded.task
     if task.name not in TASKS or loaded.meta.get("mode", "finetune") == "features":
         raise ConfigError(f"distill: a fine-tuned teacher of {', '.join(TASKS)}; {teacher} is {task.name} "
                           f"in mode {loaded.meta.get('mode')}")  # fmt: skip
+    teacher_store: dict[str, torch.Tensor] = {}
+    if vector_weight > 0 and not sentence_vector_hook(loaded.model, teacher_store):
+        raise ConfigError(f"vector_weight: the teacher {teacher} gives no sentence vector (needs head pool or cls)")
+    if augment and task.pair:
+        raise ConfigError("augment: noisy copies are made of single texts; this teacher reads pairs")
     build_model = None
     kind, _, count = student.partition(":")
     if kind in ("layers", "bottom"):
@@ -138,17 +208,33 @@ def distill(
         build_model = lambda source, labels, c, tok: keep(task.load_model(teacher_dir, loaded.meta), int(count))  # noqa: E731
     cfg = student_config(cfg, loaded.meta, teacher_dir, student)
 
-    def teacher_scores(records) -> torch.Tensor:
-        examples = [Example(text=r.text, text_pair=r.text_pair) for r in records]
-        return predictions(loaded, task.unlabelled(examples))[1].float()  # (N, C)
+    def teacher_scores(records) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's scores (N, C) and, with vector_weight, its sentence vectors (N, H)."""
+        from plmkit.train.infer import run_model
 
-    dtask = distillation_task(task, teacher_scores, temperature, alpha, build_model)
+        examples = task.unlabelled([Example(text=r.text, text_pair=r.text_pair) for r in records])
+        data = task.featurize(examples, loaded.tokenizer, loaded.cfg, loaded.labels, "")
+        collate = lambda feats: task.collate(feats, pad_id=loaded.tokenizer.pad_token_id)  # noqa: E731
+
+        def outputs(model, scores, batch) -> list[tuple[Any, torch.Tensor | None]]:
+            vectors = teacher_store.pop("vector", None)  # (B, H), the batch just run
+            rows = task.outputs(model, scores, batch)
+            return [(row, None if vectors is None else vectors[i].float()) for i, row in enumerate(rows)]
+
+        pairs = run_model(loaded.model, data.items, collate, task.forward, outputs, 64, progress=len(examples) > 1000)
+        scores = task.assemble(data, [row for row, _ in pairs]).float()  # (N, C)
+        return scores, torch.stack([v for _, v in pairs]) if vector_weight > 0 else None
+
+    dtask = distillation_task(task, teacher_scores, temperature, alpha, build_model, vector_weight)
     dev_spec = default_dev(train_spec, dev_spec)
     train_records = task.read(train_spec, cfg)
     seen = {(r.text, r.text_pair) for r in train_records}
-    extra = [Example(text=t) for t in dict.fromkeys(unlabeled or []) if (t, None) not in seen and t.strip()]
+    noisy = augmented([r.text for r in train_records], augment, random.Random(cfg.loop.seed)) if augment else []
+    texts = dict.fromkeys([*(unlabeled or []), *noisy])
+    extra = [Example(text=t) for t in texts if (t, None) not in seen and t.strip()]
     records = (train_records + extra, task.read(dev_spec, cfg) if dev_spec else None)
     result = train(train_spec, output, cfg, dev_spec=dev_spec, command=command, records=records, labels=loaded.labels,
                    task=dtask)  # fmt: skip
     return result | {"teacher": str(teacher), "student": student, "unlabeled_examples": len(extra),
-                     "temperature": temperature, "alpha": alpha}  # fmt: skip
+                     "temperature": temperature, "alpha": alpha, "vector_weight": vector_weight,
+                     "augment": augment}  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from conftest import toy_rows
 from plmkit import api
 from plmkit.data.examples import Example
 from plmkit.errors import ConfigError
-from plmkit.train.distill import NO_LABEL, distill_loss
+from plmkit.train.distill import NO_LABEL, augmented, distill_loss
 from plmkit.train.run import load, predictions
 
 FAST = {"progress": "false", "batch_size": "16", "lr": "3e-3", "log_steps": "1", "mixed_precision": "no"}
@@ -79,3 +80,54 @@ def test_distill_refuses_what_it_cannot_do(teacher, toy_data, toy_ner, tiny_mode
     )
     with pytest.raises(ConfigError, match="a fine-tuned teacher of classification, pair, regression"):
         api.distill(ner, "layers:1", str(toy_ner["train"]), tmp_path / "c", overrides=FAST)
+
+
+def test_vector_term_pulls_the_student_sentence_vector_to_the_teachers():
+    scores, teacher = torch.tensor([[2.0, 0.0]]), torch.tensor([[2.0, 0.0]])
+    batch = {"teacher": teacher, "labels": torch.tensor([0]), "teacher_vector": torch.tensor([[1.0, -1.0, 0.5]])}
+    base = float(distill_loss(scores, batch, 2.0, 1.0))
+    same = distill_loss(scores, batch, 2.0, 1.0, torch.tensor([[1.0, -1.0, 0.5]]), vector_weight=3.0)
+    apart = distill_loss(scores, batch, 2.0, 1.0, torch.tensor([[0.0, -1.0, 0.5]]), vector_weight=3.0)
+    assert float(same) == pytest.approx(base, abs=1e-6)
+    assert float(apart) == pytest.approx(base + 3.0 * (1.0 / 3), abs=1e-6)  # weight x mean squared difference
+
+
+def test_augmented_copies_are_seeded_spans_with_some_characters_replaced():
+    texts = ["这家酒店的房间很干净服务也好", "质量太差了不会再买", "好"]
+    first = augmented(texts, 3, random.Random(7))
+    assert first == augmented(texts, 3, random.Random(7)) != augmented(texts, 3, random.Random(8))
+    assert len(first) == 9
+    alphabet = set("".join(texts))
+    for text, copies in zip(texts, (first[0:3], first[3:6], first[6:9])):
+        for copy in copies:
+            assert set(copy) <= alphabet and round(0.6 * len(text)) <= len(copy) <= len(text)
+    assert any(c not in texts[0] for c in first[:3]), "a copy is a changed text, not only a span"
+
+
+def test_student_with_augmented_texts_and_the_vector_term_learns_its_teacher(teacher, toy_data, tmp_path):
+    overrides = {"epochs": "3", **FAST}
+    result = api.distill(teacher, "layers:1", str(toy_data["train"]), tmp_path / "s", dev=str(toy_data["dev"]),
+                         overrides=overrides, alpha=1.0, vector_weight=1.0, augment=2)  # fmt: skip
+    assert result["augment"] == 2 and result["vector_weight"] == 1.0
+    assert result["unlabeled_examples"] > 160  # two noisy copies of each of the 160 training texts, less repeats
+    assert result["dev_metrics"]["dev_accuracy"] >= 0.95, result
+    api.distill(teacher, "layers:1", str(toy_data["train"]), tmp_path / "plain", dev=str(toy_data["dev"]),
+                overrides=overrides, alpha=1.0, augment=2)  # fmt: skip
+    # on texts neither saw, the student with the vector term ends with sentence vectors nearer its teacher's
+    records = [Example(text=t) for t, _ in toy_rows(40, seed=9)]
+    target = vectors(teacher, records)
+    pulled, plain = (float(F.mse_loss(vectors(tmp_path / n, records), target)) for n in ("s", "plain"))
+    assert pulled < plain / 2, (pulled, plain)
+
+
+def vectors(model, records) -> torch.Tensor:
+    """The sentence vectors (N, H) a saved classifier's head reads, for `records`."""
+    from plmkit.train.distill import sentence_vector_hook
+    from plmkit.train.infer import run_model
+
+    loaded, store = load(model), {}
+    assert sentence_vector_hook(loaded.model, store)
+    data = loaded.task.featurize(loaded.task.unlabelled(records), loaded.tokenizer, loaded.cfg, loaded.labels, "")
+    collate = lambda feats: loaded.task.collate(feats, pad_id=loaded.tokenizer.pad_token_id)  # noqa: E731
+    rows = run_model(loaded.model, data.items, collate, loaded.task.forward, lambda m, s, b: list(store.pop("vector")), 64)
+    return torch.stack(rows)
