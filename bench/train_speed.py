@@ -73,13 +73,10 @@ def child_plmkit(args, texts: Path, out: Path) -> dict:
     )  # fmt: skip
     records = task.read(str(texts), cfg)
     register_plmkit_models()  # imports done before the clock starts, as the peer's are
-    logged: dict[str, list] = {}
     started = time.perf_counter()
-    summary = run.train(
-        str(texts), out, cfg, records=(records, None), task=task, callbacks=[lambda s: logged.update(losses=s.losses)]
-    )
+    summary = run.train(str(texts), out, cfg, records=(records, None), task=task)
     seconds = time.perf_counter() - started
-    mean = statistics.mean(loss for _, loss in logged["losses"]) if logged.get("losses") else None
+    mean = statistics.mean(loss for _, loss in summary["losses"]) if summary["losses"] else None
     return {"seconds": seconds, "steps": summary["steps"], **counts, "loss": mean}
 
 

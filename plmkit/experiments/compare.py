@@ -122,7 +122,7 @@ def compare(
         row |= {f"test_{k}": v for k, v in scores.items() if isinstance(v, float)}
         rows.append(row)
         meta = json.loads((out / "plmkit.json").read_text(encoding="utf-8"))
-        curves[name] = {"losses": result.get("losses") or _losses(out, meta), "history": meta.get("history", [])}
+        curves[name] = {"losses": result["losses"], "history": meta.get("history", [])}
         if extra.get("layers") == "mix":
             layer_weights = {"weights": meta["layer_weights"], "gamma": meta["gamma"]}
         print(json.dumps(row, ensure_ascii=False), flush=True)
@@ -184,8 +184,3 @@ def compare(
         shutil.rmtree(models, ignore_errors=True)
     return summary
 
-
-def _losses(out: Path, meta: dict) -> list:
-    """The loop's logged [step, loss] rows, from the run's checkpoint state when the result lacks them."""
-    state = out / "checkpoint" / "loop_state.json"
-    return json.loads(state.read_text())["losses"] if state.is_file() else []

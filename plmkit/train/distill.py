@@ -19,9 +19,12 @@ featurize, collate, loss and build_model replaced, trained by the one runner.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import itertools
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,7 +43,7 @@ def augmented(texts: Sequence[str], copies: int, rng: random.Random, replace: fl
     """`copies` noisy variants of each text: a random span of 60-100% of it, then each character replaced,
     with probability `replace`, by one drawn from the characters of all the texts by their frequency."""
     counts = Counter(ch for text in texts for ch in text if not ch.isspace())
-    alphabet, weights = list(counts), list(counts.values())
+    alphabet, cumulative = list(counts), list(itertools.accumulate(counts.values()))
     out = []
     for text in texts:
         for _ in range(copies):
@@ -49,19 +52,19 @@ def augmented(texts: Sequence[str], copies: int, rng: random.Random, replace: fl
             chars = list(text[start : start + keep])
             for i in range(len(chars)):
                 if rng.random() < replace:
-                    chars[i] = rng.choices(alphabet, weights)[0]
+                    chars[i] = rng.choices(alphabet, cum_weights=cumulative)[0]
             out.append("".join(chars))
     return out
 
 
-def sentence_vector_hook(model: torch.nn.Module, store: dict[str, torch.Tensor]) -> bool:
+def sentence_vector_hook(model: torch.nn.Module, store: dict[str, torch.Tensor]):
     """Keep what `model`'s classifier reads (the input of its `dropout`: the pooled or [CLS] vector (B, H))
-    in store["vector"] at every forward; False when the model has no such dropout (a TextCNN head)."""
+    in store["vector"] at every forward. The hook's handle (`.remove()` undoes it), or None when the model
+    has no such dropout (a TextCNN head)."""
     dropout = getattr(model, "dropout", None)
     if not isinstance(dropout, torch.nn.Dropout):
-        return False
-    dropout.register_forward_pre_hook(lambda module, args: store.__setitem__("vector", args[0]))
-    return True
+        return None
+    return dropout.register_forward_pre_hook(lambda module, args: store.__setitem__("vector", args[0]))
 
 
 def distill_loss(
@@ -88,7 +91,13 @@ def distill_loss(
         hard = F.cross_entropy(scores.float()[has], gold[has]) if has.any() else soft * 0
     loss = alpha * soft + (1 - alpha) * hard
     if vector_weight > 0 and vector is not None:
-        loss = loss + vector_weight * F.mse_loss(vector.float(), batch["teacher_vector"].float())
+        target = batch["teacher_vector"]  # (B, H)
+        if vector.shape != target.shape:
+            raise ConfigError(
+                f"vector_weight: the student's sentence vectors have {vector.shape[-1]} dimensions, the teacher's "
+                f"{target.shape[-1]}; pull vectors of the same width (a layers:N or bottom:N student) or set it to 0"
+            )
+        loss = loss + vector_weight * F.mse_loss(vector.float(), target.float())
     return loss
 
 
@@ -107,7 +116,7 @@ def distillation_task(
 
     def build(source, labels, cfg, tokenizer) -> torch.nn.Module:
         model = (build_model or task.build_model)(source, labels, cfg, tokenizer)
-        if vector_weight > 0 and not sentence_vector_hook(model, store):
+        if vector_weight > 0 and sentence_vector_hook(model, store) is None:
             raise ConfigError("vector_weight: the student's head reads no sentence vector (use head pool or cls)")
         return model
 
@@ -142,6 +151,59 @@ def distillation_task(
         return distill_loss(scores, batch, temperature, alpha, store.pop("vector", None), vector_weight)
 
     return dataclasses.replace(task, featurize=featurize, collate=collate, loss=loss, build_model=build)
+
+
+def teacher_outputs(
+    loaded, records: Sequence[Any], cache: Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The teacher's scores (N, C) for `records` and its sentence vectors (N, H) (None for a head without
+    one), from `cache` (a directory) when an earlier run of the same teacher on the same texts left them."""
+    from safetensors.torch import load_file, save_file
+
+    from plmkit.io import atomic_path
+    from plmkit.train.features import items_digest
+    from plmkit.train.infer import run_model
+
+    task = loaded.task
+    examples = task.unlabelled([Example(text=r.text, text_pair=r.text_pair) for r in records])
+    data = task.featurize(examples, loaded.tokenizer, loaded.cfg, loaded.labels, "")
+    path = (
+        cache / f"{hashlib.sha256(items_digest(data.items).encode()).hexdigest()[:40]}.safetensors" if cache else None
+    )
+    if path is not None and path.is_file():
+        saved = load_file(str(path))
+        if len(saved["scores"]) == len(examples):
+            return saved["scores"], saved.get("vectors")
+    store: dict[str, torch.Tensor] = {}
+    hooked = sentence_vector_hook(loaded.model, store)
+
+    def outputs(model, scores, batch) -> list[tuple[Any, torch.Tensor | None]]:
+        vectors = store.pop("vector", None)  # (B, H), of the batch just run
+        rows = task.outputs(model, scores, batch)
+        return [(row, None if vectors is None else vectors[i].float()) for i, row in enumerate(rows)]
+
+    collate = lambda feats: task.collate(feats, pad_id=loaded.tokenizer.pad_token_id)  # noqa: E731
+    try:
+        pairs = run_model(loaded.model, data.items, collate, task.forward, outputs, 64, progress=len(examples) > 1000)
+    finally:
+        if hooked:
+            hooked.remove()
+    scores = task.assemble(data, [row for row, _ in pairs]).float()  # (N, C)
+    vectors = torch.stack([v for _, v in pairs]) if hooked and pairs else None  # (N, H)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({"scores": scores} | ({"vectors": vectors} if vectors is not None else {}), str(tmp))
+    return scores, vectors
+
+
+def teacher_cache(loaded) -> Path:
+    """Where the teacher's outputs are kept between runs ($PLMKIT_CACHE or ~/.cache/plmkit, then teacher/):
+    one folder per teacher, named by a digest of its configuration and weights."""
+    from plmkit.models.encoders import cache_root
+    from plmkit.train.features import fingerprint
+
+    return cache_root() / "teacher" / fingerprint(loaded.model)[:40]
 
 
 def student_config(cfg: TrainConfig, teacher_meta: dict[str, Any], teacher_dir: str, student: str) -> TrainConfig:
@@ -194,8 +256,7 @@ def distill(
     if task.name not in TASKS or loaded.meta.get("mode", "finetune") == "features":
         raise ConfigError(f"distill: a fine-tuned teacher of {', '.join(TASKS)}; {teacher} is {task.name} "
                           f"in mode {loaded.meta.get('mode')}")  # fmt: skip
-    teacher_store: dict[str, torch.Tensor] = {}
-    if vector_weight > 0 and not sentence_vector_hook(loaded.model, teacher_store):
+    if vector_weight > 0 and not isinstance(getattr(loaded.model, "dropout", None), torch.nn.Dropout):
         raise ConfigError(f"vector_weight: the teacher {teacher} gives no sentence vector (needs head pool or cls)")
     if augment and task.pair:
         raise ConfigError("augment: noisy copies are made of single texts; this teacher reads pairs")
@@ -208,22 +269,11 @@ def distill(
         build_model = lambda source, labels, c, tok: keep(task.load_model(teacher_dir, loaded.meta), int(count))  # noqa: E731
     cfg = student_config(cfg, loaded.meta, teacher_dir, student)
 
+    cache = teacher_cache(loaded)
+
     def teacher_scores(records) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The teacher's scores (N, C) and, with vector_weight, its sentence vectors (N, H)."""
-        from plmkit.train.infer import run_model
-
-        examples = task.unlabelled([Example(text=r.text, text_pair=r.text_pair) for r in records])
-        data = task.featurize(examples, loaded.tokenizer, loaded.cfg, loaded.labels, "")
-        collate = lambda feats: task.collate(feats, pad_id=loaded.tokenizer.pad_token_id)  # noqa: E731
-
-        def outputs(model, scores, batch) -> list[tuple[Any, torch.Tensor | None]]:
-            vectors = teacher_store.pop("vector", None)  # (B, H), the batch just run
-            rows = task.outputs(model, scores, batch)
-            return [(row, None if vectors is None else vectors[i].float()) for i, row in enumerate(rows)]
-
-        pairs = run_model(loaded.model, data.items, collate, task.forward, outputs, 64, progress=len(examples) > 1000)
-        scores = task.assemble(data, [row for row, _ in pairs]).float()  # (N, C)
-        return scores, torch.stack([v for _, v in pairs]) if vector_weight > 0 else None
+        scores, vectors = teacher_outputs(loaded, records, cache)
+        return scores, vectors if vector_weight > 0 else None
 
     dtask = distillation_task(task, teacher_scores, temperature, alpha, build_model, vector_weight)
     dev_spec = default_dev(train_spec, dev_spec)

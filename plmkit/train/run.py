@@ -243,6 +243,7 @@ def train(
         "best_epoch": state.best_epoch + 1,
         "dev_metrics": best,
         "history": state.history,
+        "losses": state.losses,  # [step, mean training loss] every log_steps
         "steps": state.step,
         "seconds": round(time.time() - started, 1),
         "stopped_early": state.stopped_early,

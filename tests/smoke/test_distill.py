@@ -9,14 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import toy_rows
+from safetensors.torch import save_file
 
 from plmkit import api
 from plmkit.data.examples import Example
 from plmkit.errors import ConfigError
-from plmkit.train.distill import NO_LABEL, augmented, distill_loss
+from plmkit.train.distill import NO_LABEL, augmented, distill_loss, teacher_outputs
 from plmkit.train.run import load, predictions
 
 FAST = {"progress": "false", "batch_size": "16", "lr": "3e-3", "log_steps": "1", "mixed_precision": "no"}
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """The teacher's outputs are cached under $PLMKIT_CACHE: each test its own."""
+    monkeypatch.setenv("PLMKIT_CACHE", str(tmp_path / "plmkit-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +129,19 @@ def test_student_with_augmented_texts_and_the_vector_term_learns_its_teacher(tea
 
 def vectors(model, records) -> torch.Tensor:
     """The sentence vectors (N, H) a saved classifier's head reads, for `records`."""
-    from plmkit.train.distill import sentence_vector_hook
-    from plmkit.train.infer import run_model
+    return teacher_outputs(load(model), records)[1]
 
-    loaded, store = load(model), {}
-    assert sentence_vector_hook(loaded.model, store)
-    data = loaded.task.featurize(loaded.task.unlabelled(records), loaded.tokenizer, loaded.cfg, loaded.labels, "")
-    collate = lambda feats: loaded.task.collate(feats, pad_id=loaded.tokenizer.pad_token_id)  # noqa: E731
-    rows = run_model(loaded.model, data.items, collate, loaded.task.forward, lambda m, s, b: list(store.pop("vector")), 64)
-    return torch.stack(rows)
+
+def test_teacher_outputs_are_cached_by_what_the_teacher_reads(teacher, tmp_path):
+    loaded = load(teacher)
+    records = [Example(text=t) for t, _ in toy_rows(30, seed=4)]
+    scores, vecs = teacher_outputs(loaded, records, tmp_path / "cache")
+    assert scores.shape == (30, 2) and vecs.shape == (30, 32)
+    assert torch.equal(scores, logits(teacher, records).float())  # the scores predict gives
+    (cached,) = (tmp_path / "cache").iterdir()
+    again = teacher_outputs(loaded, records, tmp_path / "cache")  # read back, not recomputed
+    assert torch.equal(again[0], scores) and torch.equal(again[1], vecs)
+    save_file({"scores": scores + 1, "vectors": vecs}, str(cached))  # a changed file: it is the file that is read
+    assert torch.equal(teacher_outputs(loaded, records, tmp_path / "cache")[0], scores + 1)
+    other = teacher_outputs(loaded, records[:29], tmp_path / "cache")[0]  # other texts: another entry
+    assert torch.equal(other, scores[:29]) and len(list((tmp_path / "cache").iterdir())) == 2
