@@ -180,15 +180,17 @@ def encode_all(
 def _truncate_and_frame(layout: Layout, a, b, max_length: int, strategy: str, head_tokens: int | None) -> dict:
     """One text's encoding `a` (and its pair's `b`, or None) truncated to fit, framed by the special tokens."""
     budget = max_length - layout.n_special(b is not None)
+    ids_a, offsets_a = a.ids, a.offsets  # each read of an Encoding's attribute copies the whole list out of Rust
     if b is None:
-        keep = keep_indices(len(a.ids), budget, strategy, head_tokens)
-        framed = layout.frame([a.ids[i] for i in keep])
-        offsets = spread(framed["segments"], [a.offsets[i] for i in keep], special=(0, 0))
+        keep = keep_indices(len(ids_a), budget, strategy, head_tokens)
+        framed = layout.frame([ids_a[i] for i in keep])
+        offsets = spread(framed["segments"], [offsets_a[i] for i in keep], special=(0, 0))
         return framed | {"offsets": offsets}
-    n_a, n_b = pair_lengths(len(a.ids), len(b.ids), budget)
+    ids_b, offsets_b = b.ids, b.offsets
+    n_a, n_b = pair_lengths(len(ids_a), len(ids_b), budget)
     scale = lambda n: None if head_tokens is None else round(head_tokens * n / budget)  # noqa: E731
-    keep_a = keep_indices(len(a.ids), n_a, strategy, scale(n_a))
-    keep_b = keep_indices(len(b.ids), n_b, strategy, scale(n_b))
-    framed = layout.frame([a.ids[i] for i in keep_a], [b.ids[i] for i in keep_b])
-    offsets = spread(framed["segments"], [a.offsets[i] for i in keep_a], [b.offsets[i] for i in keep_b], (0, 0))
+    keep_a = keep_indices(len(ids_a), n_a, strategy, scale(n_a))
+    keep_b = keep_indices(len(ids_b), n_b, strategy, scale(n_b))
+    framed = layout.frame([ids_a[i] for i in keep_a], [ids_b[i] for i in keep_b])
+    offsets = spread(framed["segments"], [offsets_a[i] for i in keep_a], [offsets_b[i] for i in keep_b], (0, 0))
     return framed | {"offsets": offsets}
