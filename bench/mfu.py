@@ -32,6 +32,7 @@ def gemm_peak(dtype: torch.dtype = torch.float32, size: int = 2048, seconds: flo
 
 def encoder_flops(config, lengths: Sequence[int]) -> float:
     """Forward FLOPs of the encoder layers over texts of `lengths` tokens (each text alone, no padding)."""
+    config = getattr(config, "encoder_config", None) or config  # plmkit's pooled classifier keeps its encoder's
     h, inner = config.hidden_size, config.intermediate_size
     layers = config.num_hidden_layers
     per_token = 8 * h * h + 4 * h * inner

@@ -118,6 +118,18 @@ def _axes(sample: dict[str, torch.Tensor], keys: list[str], scores: torch.Tensor
     return axes | {"scores": {0: "batch"} | ({1: name(scores)} if scores.dim() > 2 else {})}
 
 
+def eager_attention(model: torch.nn.Module) -> None:
+    """Every Hugging Face model inside `model` computes attention step by step (the same arithmetic)."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
+            try:
+                module.set_attn_implementation("eager")
+            except (ValueError, AttributeError):
+                pass  # a model without an eager path keeps sdpa
+
+
 def fuse_transformer_ops(graph: Path, config) -> dict[str, int]:
     """Rewrite the graph in place with ONNX Runtime's transformer fusions (attention, layer norm with the
     residual add, bias + GELU, embeddings + layer norm) where its encoder is a BERT-like one; each fused
@@ -174,6 +186,8 @@ def export(
     report: dict[str, Any] = {"check": spec, "opset": opset, "quantize": quantize}
     with atomic_dir(output) as tmp:
         graph = tmp / (ONNX_FILE if quantize is None else "model.fp32.onnx")
+        if optimize:
+            eager_attention(model)  # the explicit MatMul-Softmax-MatMul that ONNX Runtime fuses into one op
         wrapper = Scores(model, task.forward, keys).eval()
         with warnings.catch_warnings():  # the tracer's notes on Python control flow the graph fixes; parity is checked
             warnings.simplefilter("ignore")
