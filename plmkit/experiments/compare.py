@@ -183,4 +183,3 @@ def compare(
     if not keep_models:
         shutil.rmtree(models, ignore_errors=True)
     return summary
-
