@@ -28,9 +28,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, port: int, batching: bool) -> subprocess.Popen:
+def start_server(model: str, port: int, batching: bool, options: tuple[str, ...] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "plmkit", "serve", "--model", model, "--port", str(port),
-           f"batching={str(batching).lower()}"]  # fmt: skip
+           f"batching={str(batching).lower()}", *options]  # fmt: skip
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
@@ -85,9 +85,12 @@ async def client_warmup(http, url: str, texts: list[str]) -> None:
         await http.post(url + "/predict", json={"text": text})
 
 
-def measure(model: str, texts: list[str], clients: list[int], requests: int, batching: bool) -> dict:
+def measure(
+    model: str, texts: list[str], clients: list[int], requests: int, batching: bool, options: tuple[str, ...] = ()
+) -> dict:
+    """One server (`plmkit serve` with `options`, key=value) at each client count in turn."""
     port = free_port()
-    server = start_server(model, port, batching)
+    server = start_server(model, port, batching, options)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, server)

@@ -203,5 +203,50 @@ def main(argv: list[str]) -> dict:
     return result
 
 
+def markdown(title: str, header: list[str], rows: list[list]) -> list[str]:
+    """A titled Markdown table: the first column left-aligned, the rest right-aligned."""
+    lines = [title, "", "| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows] + [""]
+
+
+def tables(result: dict) -> str:
+    """The README's performance tables (Markdown) from one run's JSON."""
+    m = result["machine"]
+    out = [f"Machine: {m['cpu']}, {m['threads']} threads, bf16 native: {'yes' if m['bf16_native'] else 'no'}.", ""]
+    if "inference" in result:
+        inf = result["inference"]
+        rows = [[name, r["texts_per_s"], f"{r['accuracy']:.3f}", f"{r['speed_vs_pipeline_default']:.2f}×"]
+                for name, r in inf["runs"].items()]  # fmt: skip
+        title = f"Batch inference, {inf['texts']} texts of {inf['data']}, median of {inf['repeat']}:"
+        out += markdown(title, ["runner", "texts/s", "accuracy", "speed vs pipeline default"], rows)
+    for model, run in result.get("train", {}).items():
+        rows = [[name, r["samples_per_s"], f"{r['padded_tokens']:,} ({r['real_tokens']:,})", r["mean_train_loss"],
+                 f"{r['speed_of_plmkit']:.2f}×"] for name, r in run["runs"].items()]  # fmt: skip
+        header = ["runner", "samples/s", "tokens in batches (real)", "mean training loss", "plmkit's speed against it"]
+        out += markdown(f"Fine-tuning {model}, {run['samples']} samples, median of {run['repeat']}:", header, rows)
+    if "serve" in result:
+        serve = result["serve"]
+        clients = [k for k in serve["batching_on"] if k.isdigit()]
+        cell = lambda f: f"{f['requests_per_s']} ({f['p50_ms']} / {f['p99_ms']})"  # noqa: E731
+        rows = [
+            [mode.split("_")[1], *(cell(serve[mode][c]) for c in clients)] for mode in ("batching_on", "batching_off")
+        ]
+        title = f"Server, {serve['requests']} requests at each client count: requests/s (p50 / p99 ms):"
+        out += markdown(title, ["batching", *(f"{c} clients" for c in clients)], rows)
+    if "mfu" in result:
+        peak = ", ".join(f"{k} {v}" for k, v in result["mfu"]["peak"].items())
+        rows = [
+            [name, r["model_gflops_per_s"], f"{r['mfu_fp32']:.2f}"]
+            for name, r in result["mfu"].items()
+            if name != "peak"
+        ]
+        out += markdown(f"Model-FLOPs utilisation against the measured GEMM peak ({peak}):",
+                        ["run", "model GFLOP/s", "MFU (fp32 peak)"], rows)  # fmt: skip
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1:])))
+    if sys.argv[1:2] == ["--tables"]:  # python bench/throughput.py --tables RESULT.json
+        print(tables(json.loads(Path(sys.argv[2]).read_text().splitlines()[-1])))
+    else:
+        print(json.dumps(main(sys.argv[1:])))

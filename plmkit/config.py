@@ -203,7 +203,10 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback only; 0.0.0.0 to listen on every interface
     port: int = 8000
     batching: bool = True  # off: every request runs alone, as it arrives
-    batch_window_ms: float = 5.0  # how long the first waiting request waits for others to join its batch
+    # how long the first waiting request waits for others to join its batch; 0: none, the next batch is
+    # whatever arrived while the model ran (on reviews, e5-small, 2 cores: 35.5 requests/s at 32 clients
+    # against 33.9 with 5 ms, and no cost to a lone client, where 5 ms lost a fifth of its requests/s)
+    batch_window_ms: float = 0.0
     max_batch_texts: int = 64  # texts in one model run, from however many requests
     max_queue_texts: int = 1024  # texts waiting to run; a request that would pass it gets 429
     max_request_texts: int = 256  # texts in one request

@@ -26,6 +26,24 @@ def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
             m.train(flag)
 
 
+def length_groups(order: Sequence[int], lengths: Sequence[int], batch_size: int, max_padding: float) -> list[list[int]]:
+    """`order` (indices sorted by length, shortest first) cut into batches of at most `batch_size`, a new one
+    started where the next item would pad the batch past `max_padding` of its real tokens (all padded to
+    the longest). A run of similar lengths fills whole batches; a few texts of very different lengths (what
+    a server's dynamic batch holds) do not pad the short ones to the longest."""
+    groups: list[list[int]] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        if groups and len(groups[-1]) < batch_size and n * (len(groups[-1]) + 1) <= (1 + max_padding) * (real + n):
+            groups[-1].append(i)
+            real += n
+        else:
+            groups.append([i])
+            real = n
+    return groups
+
+
 def in_sorted_batches(
     lengths: Sequence[int],
     batch_size: int,
@@ -33,17 +51,20 @@ def in_sorted_batches(
     *,
     progress: bool = False,
     desc: str = "predicting",
+    max_padding: float = 0.25,
 ) -> list[R]:
-    """`run(indices)` over batches of item indices sorted by length (so that batches pad little),
-    one result per index, returned in input order. The progress bar shows on a terminal only."""
+    """`run(indices)` over batches of item indices sorted by length (so that batches pad little: at most
+    `max_padding` of their real tokens, `length_groups`), one result per index, returned in input order.
+    The progress bar shows on a terminal only."""
     from tqdm.auto import tqdm
 
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     out: list[Any] = [None] * len(lengths)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=None if progress else True):
-        idx = order[start : start + batch_size]
-        for i, result in zip(idx, run(idx)):
-            out[i] = result
+    with tqdm(total=len(order), desc=desc, leave=False, disable=None if progress else True) as bar:
+        for idx in length_groups(order, lengths, batch_size, max_padding):
+            for i, result in zip(idx, run(idx)):
+                out[i] = result
+            bar.update(len(idx))
     return out
 
 

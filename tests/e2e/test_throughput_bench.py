@@ -50,3 +50,8 @@ def test_quick_throughput_bench_runs_every_part_and_peer():
     assert mfu["peak"]["fp32_gflops"] > 0
     assert 0 < mfu["inference_plmkit_torch"]["mfu_fp32"] < 1.5
     assert set(k for k in mfu if k.startswith("train_")) == {f"train_tiny_{r}" for r in train}
+
+    text = bench.tables(result)  # the README's tables
+    for title in ("Batch inference", "Fine-tuning tiny", "Server", "Model-FLOPs utilisation"):
+        assert title in text
+    assert text.count("| plmkit_torch |") == 1 and "| trainer_best |" in text and "| on |" in text

@@ -43,6 +43,32 @@ def test_max_batch_splits_calls_without_splitting_a_request():
     assert calls == [[1, 2, 3, 4], [5, 6], [7, 8, 9, 10, 11]]  # the one over max_batch runs alone, whole
 
 
+def test_without_a_window_requests_that_arrive_while_the_model_runs_form_the_next_call():
+    """window 0 (the default): the first request runs at once; those that arrive during its call wait only
+    for that call to end, then run together."""
+    calls: list[list[int]] = []
+
+    def slow(inputs: list[int]) -> list[int]:
+        import time
+
+        time.sleep(0.2)
+        return doubled(calls)(inputs)
+
+    async def scenario() -> list:
+        batcher = Batcher(slow, window_s=0.0)
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit([1]))
+            await asyncio.sleep(0.05)  # the first call is running now
+            rest = [asyncio.ensure_future(batcher.submit([x])) for x in (2, 3, 4)]
+            return await asyncio.gather(first, *rest)
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) == [[2], [4], [6], [8]]
+    assert calls == [[1], [2, 3, 4]]
+
+
 def test_without_batching_each_request_is_its_own_call():
     calls: list[list[int]] = []
     asyncio.run(submit_all(Batcher(doubled(calls), batching=False), [[1], [2], [3]]))
@@ -70,3 +96,16 @@ def test_queue_full_is_refused_at_once():
         await batcher.stop()
 
     asyncio.run(go())
+
+
+def test_length_groups_pad_little_and_keep_every_index_once():
+    from plmkit.train.infer import length_groups
+
+    lengths = [10, 120, 11, 60, 12, 118, 58, 9]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups = length_groups(order, lengths, batch_size=3, max_padding=0.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert [[lengths[i] for i in g] for g in groups] == [[9, 10, 11], [12], [58, 60], [118, 120]]
+    for g in groups:  # each batch padded to its longest stays within 25% of its real tokens
+        assert max(lengths[i] for i in g) * len(g) <= 1.25 * sum(lengths[i] for i in g)
+    assert length_groups(order, [5] * 8, batch_size=3, max_padding=0.0) == [order[0:3], order[3:6], order[6:8]]
