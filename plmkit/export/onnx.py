@@ -23,6 +23,7 @@ import torch
 
 from plmkit.errors import ModelError, PlmkitError
 from plmkit.export.runtime import DECODER_FILE, ONNX_FILE, OnnxModel, is_exported, onnx_forward
+from plmkit.models.encoders import eager_attention
 
 TARGETS = ("labels", "tags", "start_positions", "end_positions")  # what collate adds for the loss only
 MAX_DROP_POINTS = 0.5  # an export whose main metric falls by more than this on the check data is flagged
@@ -116,18 +117,6 @@ def _axes(sample: dict[str, torch.Tensor], keys: list[str], scores: torch.Tensor
     name = lambda t: "tokens" if t.shape[1] == tokens else "units"  # noqa: E731
     axes = {k: {0: "batch", 1: name(sample[k])} for k in keys}
     return axes | {"scores": {0: "batch"} | ({1: name(scores)} if scores.dim() > 2 else {})}
-
-
-def eager_attention(model: torch.nn.Module) -> None:
-    """Every Hugging Face model inside `model` computes attention step by step (the same arithmetic)."""
-    from transformers import PreTrainedModel
-
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
-            try:
-                module.set_attn_implementation("eager")
-            except (ValueError, AttributeError):
-                pass  # a model without an eager path keeps sdpa
 
 
 def fuse_transformer_ops(graph: Path, config) -> dict[str, int]:

@@ -167,3 +167,17 @@ def encoder_attribute(model) -> str | None:
     if isinstance(prefix, str):
         return prefix if prefix and isinstance(getattr(model, prefix, None), nn.Module) else ""
     return "encoder" if isinstance(getattr(model, "encoder", None), nn.Module) else None
+
+
+def eager_attention(model) -> None:
+    """Every Hugging Face model inside `model` (a tagger's encoder, a feature extractor) computes attention
+    step by step (Hugging Face's eager path, the same arithmetic as its fused sdpa); a model without an
+    eager path keeps sdpa."""
+    from transformers import PreTrainedModel
+
+    for module in model.modules():
+        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
+            try:
+                module.set_attn_implementation("eager")
+            except (ValueError, AttributeError):
+                pass

@@ -31,6 +31,7 @@ from plmkit.config import LoopConfig
 from plmkit.data.batching import BucketBatchSampler, EpochDataset
 from plmkit.errors import TrainingError
 from plmkit.io import atomic_dir, atomic_write_json, existing_dir
+from plmkit.models.encoders import eager_attention
 from plmkit.train.optim import build_optimizer, build_schedule
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -72,16 +73,8 @@ def prefer_fast_attention(model: torch.nn.Module, precision: str, device: torch.
     path: measured on e5-small (batch 32, 64 tokens, AMX CPU) eager attention trains 2.0x faster
     (0.47 s against 0.94 s a step); in fp32 sdpa is the faster (1.16 s against 1.36 s). Applies to
     every Hugging Face model inside `model` (a tagger's encoder, a feature extractor)."""
-    if device.type != "cpu" or precision != "bf16":
-        return
-    from transformers import PreTrainedModel
-
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
-            try:
-                module.set_attn_implementation("eager")
-            except (ValueError, AttributeError):
-                pass  # a model without an eager path keeps sdpa
+    if device.type == "cpu" and precision == "bf16":
+        eager_attention(model)
 
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, state: LoopState) -> None:

@@ -137,11 +137,12 @@ def test_teacher_outputs_are_cached_by_what_the_teacher_reads(teacher, tmp_path)
     records = [Example(text=t) for t, _ in toy_rows(30, seed=4)]
     scores, vecs = teacher_outputs(loaded, records, tmp_path / "cache")
     assert scores.shape == (30, 2) and vecs.shape == (30, 32)
-    assert torch.equal(scores, logits(teacher, records).float())  # the scores predict gives
+    assert torch.allclose(scores, logits(teacher, records).float(), atol=1e-5)  # the scores predict gives
     (cached,) = (tmp_path / "cache").iterdir()
     again = teacher_outputs(loaded, records, tmp_path / "cache")  # read back, not recomputed
     assert torch.equal(again[0], scores) and torch.equal(again[1], vecs)
     save_file({"scores": scores + 1, "vectors": vecs}, str(cached))  # a changed file: it is the file that is read
     assert torch.equal(teacher_outputs(loaded, records, tmp_path / "cache")[0], scores + 1)
     other = teacher_outputs(loaded, records[:29], tmp_path / "cache")[0]  # other texts: another entry
-    assert torch.equal(other, scores[:29]) and len(list((tmp_path / "cache").iterdir())) == 2
+    # computed afresh, in other batches (the last file's +1 is not read); batches pad differently, hence 1e-5
+    assert torch.allclose(other, scores[:29], atol=1e-5) and len(list((tmp_path / "cache").iterdir())) == 2
