@@ -31,6 +31,7 @@ from plmkit.config import LoopConfig
 from plmkit.data.batching import BucketBatchSampler, EpochDataset
 from plmkit.errors import TrainingError
 from plmkit.io import atomic_dir, atomic_write_json, existing_dir
+from plmkit.models.dropout import restore_attention, use_fast_dropout
 from plmkit.models.encoders import eager_attention
 from plmkit.train.optim import build_optimizer, build_schedule
 
@@ -181,6 +182,8 @@ def setup(
         mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum, kwargs_handlers=handlers
     )
     prefer_fast_attention(model, precision, accelerator.device)
+    if cfg.fast_dropout and accelerator.device.type == "cpu":  # a GPU's own dropout kernels are fused already
+        use_fast_dropout(model)  # attention restored by train_loop when it ends
     set_seed(cfg.seed)
     dataset = EpochDataset(features)
     sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.bucket_size)
@@ -343,11 +346,14 @@ def train_loop(
         resume=resume,
         find_unused_parameters=find_unused_parameters,
     )
-    while run.state.epoch < cfg.epochs and not run.out_of_budget():
-        run_epoch(run, loss_fn, callbacks, before_batch)
-        if end_of_epoch(run, evaluate, metric, greater_is_better, save_best):
-            break
-    if evaluate is None and save_best is not None and run.accelerator.is_main_process:
-        save_best(run.accelerator.unwrap_model(run.model), run.state)  # no dev data: the model at the end
+    try:
+        while run.state.epoch < cfg.epochs and not run.out_of_budget():
+            run_epoch(run, loss_fn, callbacks, before_batch)
+            if end_of_epoch(run, evaluate, metric, greater_is_better, save_best):
+                break
+        if evaluate is None and save_best is not None and run.accelerator.is_main_process:
+            save_best(run.accelerator.unwrap_model(run.model), run.state)  # no dev data: the model at the end
+    finally:
+        restore_attention(model)
     run.discard_checkpoint()  # after the model is saved: until then, a kill leaves the checkpoint to resume from
     return run.state

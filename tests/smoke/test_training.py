@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -242,3 +243,23 @@ def test_cli_end_to_end(tiny_model_dir, toy_data, tmp_path, capsys):
         == 0
     )
     assert len((tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()) == 40
+
+
+def test_fast_dropout_draws_other_masks_and_learns_as_well(tiny_model_dir, toy_data, tmp_path):
+    """fast_dropout (the default) and PyTorch's dropout: without dropout (hidden and attention) the run is the
+    same bit for bit (no mask drawn, attention the fused kernel's); with dropout the masks differ and both learn."""
+    undropped = tmp_path / "undropped"
+    shutil.copytree(tiny_model_dir, undropped)
+    config = json.loads((undropped / "config.json").read_text())
+    (undropped / "config.json").write_text(json.dumps(config | {"attention_probs_dropout_prob": 0.0}))
+    weights = {}
+    for fast in ("true", "false"):
+        for model, p in ((undropped, "0.0"), (tiny_model_dir, "0.2")):
+            out = tmp_path / f"{fast}-{p}"
+            overrides = {"model": str(model), "epochs": "6", "dropout": p, "fast_dropout": fast, **FAST}
+            result = api.train(str(toy_data["train"]), out, dev=str(toy_data["dev"]), overrides=overrides)
+            assert result["dev_metrics"]["dev_accuracy"] == 1.0
+            weights[fast, p] = _weights(out)
+    for name, tensor in weights["true", "0.0"].items():
+        torch.testing.assert_close(weights["false", "0.0"][name], tensor, rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(weights["false", "0.2"][n], t) for n, t in weights["true", "0.2"].items())
