@@ -240,15 +240,20 @@ def export(
     quantize: str | None = None,
     check: str | None = None,
     check_limit: int = 1000,
+    smooth: float = 0.7,
+    calibration: int = 256,
 ) -> dict[str, Any]:
-    """Export a fine-tuned model to ONNX (`quantize="int8"`: dynamic int8 weights), checked against the
+    """Export a fine-tuned model to ONNX (`quantize="int8"`: dynamic int8 weights, the activations smoothed
+    with alpha `smooth` measured on the first `calibration` check records; 0: not), checked against the
     PyTorch model on `check` (labelled data; default the model's dev data): max score difference, how
     many predictions agree, and the main metric of both, in the result and in OUTPUT/export.json."""
     from plmkit.export.onnx import export as run
 
     if format != "onnx":
         raise DataError(f"format: {format!r} is not one of: onnx")
-    return run(model, output, quantize=quantize, check=check, check_limit=check_limit)
+    return run(
+        model, output, quantize=quantize, check=check, check_limit=check_limit, smooth=smooth, calibration=calibration
+    )
 
 
 def serve(model: str | Path, *, config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> None:

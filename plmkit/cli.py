@@ -205,6 +205,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 weights (ONNX Runtime)")
     ex.add_argument("--check", help="labelled data to check parity and accuracy on (default: the model's dev data)")
     ex.add_argument("--check-limit", type=int, default=1000, help="at most this many records of it (0: all)")
+    ex.add_argument(
+        "--smooth", type=float, default=0.7, help="int8: SmoothQuant's alpha for the activations (0: no smoothing)"
+    )
+    ex.add_argument("--calibration", type=int, default=256, help="int8: check records the smoothing is measured on")
 
     sv = sub.add_parser("serve", help="serve a trained model over HTTP, with dynamic batching and a page to try it")
     sv.add_argument("--model", required=True)
@@ -393,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                 quantize=args.quantize,
                 check=args.check,
                 check_limit=args.check_limit,
+                smooth=args.smooth,
+                calibration=args.calibration,
             )
             for name in ("fp32", "int8"):
                 if name in result:

@@ -73,6 +73,9 @@ def test_every_task_exports_with_parity(models, tmp_path, name):
 def test_int8_reports_both_graphs_and_is_smaller(models, tmp_path):
     report = api.export(models["dir"] / "cls", tmp_path / "int8", quantize="int8")
     assert report["quantize"] == "int8" and set(report) >= {"fp32", "int8", "fp32_bytes", "bytes"}
+    # every weight multiply smoothed (2 layers: attention, its output, the two feed-forward ones; the pooler's
+    # and the classifier's), and the smoothed fp32 graph still scores as PyTorch
+    assert report["smoothed"] >= 8 and report["fp32"]["max_score_difference"] < 1e-4
     assert report["bytes"] < report["fp32_bytes"]
     assert 0 < report["int8"]["max_score_difference"] < 0.1  # quantised: close, not equal
     assert report["int8"]["within_tolerance"] == (report["int8"]["drop_points"] <= 0.5)
@@ -86,6 +89,8 @@ def test_cli_export_and_what_it_refuses(models, tmp_path, capsys):
     out = capsys.readouterr()
     assert json.loads(out.out.strip().splitlines()[-1])["fp32"]["records"] == 10
     assert "fp32: max score difference" in out.err and "10 predictions agree" in out.err
+    with pytest.raises(ModelError, match="smooth: 1.5 is not between 0 and 1"):
+        api.export(d / "cls", tmp_path / "s", quantize="int8", smooth=1.5)
     with pytest.raises(ModelError, match="already an exported model"):
         api.export(tmp_path / "x", tmp_path / "y")
     features = tmp_path / "features"
@@ -95,3 +100,43 @@ def test_cli_export_and_what_it_refuses(models, tmp_path, capsys):
     with pytest.raises(ModelError, match="feature-mode model"):
         api.export(features, tmp_path / "z")
     assert not (tmp_path / "z").exists() and not list(tmp_path.glob(".z.*"))  # nothing half-written
+
+
+def test_smoothing_keeps_the_product_and_spares_quantisation_its_outlier_channel(tmp_path):
+    """A MatMul whose input has one channel 100 times the others (as BERT's layer-norm outputs have):
+    smoothed, the fp32 graph computes the same; quantised, its error is a fraction of the unsmoothed one's."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from plmkit.export.onnx import smooth_activations
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 8])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "plain.onnx")
+
+    def inputs(n):
+        x = rng.normal(size=(n, 16)).astype(np.float32)
+        x[:, 3] *= 100.0  # the outlier channel
+        return x
+
+    calibration, x = inputs(64), inputs(256)
+    (tmp_path / "smooth.onnx").write_bytes((tmp_path / "plain.onnx").read_bytes())
+    assert smooth_activations(tmp_path / "smooth.onnx", [{"x": calibration}], 0.5) == 1
+    run = lambda name: ort.InferenceSession(str(tmp_path / name)).run(None, {"x": x})[0]  # noqa: E731
+    exact = x @ w
+    np.testing.assert_allclose(run("smooth.onnx"), exact, rtol=1e-4, atol=1e-3)
+    errors = {}
+    for name in ("plain", "smooth"):
+        quantize_dynamic(str(tmp_path / f"{name}.onnx"), str(tmp_path / f"{name}8.onnx"), weight_type=QuantType.QInt8)
+        errors[name] = float(np.abs(run(f"{name}8.onnx") - exact)[:, :].mean())
+    assert errors["smooth"] < 0.5 * errors["plain"], errors
