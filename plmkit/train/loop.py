@@ -203,7 +203,14 @@ def setup(
     if resume:
         found = existing_dir(path)
         if found is None:
-            raise TrainingError(f"{path}: no checkpoint to resume from")
+            why = (
+                "the run finished (a finished run removes its checkpoint)"
+                if (output_dir / "model.safetensors").is_file()
+                else f"it stopped before its first checkpoint (every save_steps={cfg.save_steps} steps, or an epoch)"
+                if cfg.save_steps
+                else "it stopped before its first checkpoint (one is written after each epoch; save_steps=N adds more)"
+            )
+            raise TrainingError(f"{path}: no checkpoint to resume from: {why}; run without --resume to start afresh")
         state = _load_checkpoint(found, accelerator.unwrap_model(model), opt, scheduler)
         accelerator.print(f"resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batches_done})")
     started = time.monotonic() - state.seconds  # time_fraction reads this too: a resumed run keeps its budget
@@ -213,9 +220,14 @@ def setup(
 def run_epoch(run: Run, loss_fn: LossFn, callbacks: Sequence[Callback], before_batch: Callback | None) -> None:
     """The batches of the current epoch (the rest of it, when resuming mid-epoch), or up to the budget."""
     accelerator, model, optimizer, state, cfg = run.accelerator, run.model, run.optimizer, run.state, run.cfg
-    run.sampler.set_epoch(state.epoch)
     run.dataset.epoch = state.epoch
     batches = accelerator.skip_first_batches(run.loader, state.batches_done) if state.batches_done else run.loader
+    # Accelerate's loader sets the sampler's epoch from its own count of passes, which starts at 0 in a
+    # resumed process (every later epoch would replay the first one's order): tell it the real epoch
+    for loader in {id(run.loader): run.loader, id(batches): batches}.values():
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(state.epoch)
+    run.sampler.set_epoch(state.epoch)
     model.train()
     bar = tqdm(
         total=len(run.loader),

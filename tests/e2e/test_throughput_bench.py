@@ -55,3 +55,29 @@ def test_quick_throughput_bench_runs_every_part_and_peer():
     for title in ("Batch inference", "Fine-tuning tiny", "Server", "Model-FLOPs utilisation"):
         assert title in text
     assert text.count("| plmkit_torch |") == 1 and "| trainer_best |" in text and "| on |" in text
+
+
+@pytest.mark.slow
+def test_int8_smoothing_bench_scores_every_alpha_against_fp32(tmp_path):
+    """bench/int8_smoothing.py on the quick models: each alpha's graph scores every check record, alpha 0 is
+    export's unsmoothed int8 (the same flips), and the fp32 accuracy is the exported model's."""
+    import json
+
+    from plmkit import api
+
+    here = Path(__file__).resolve().parents[2] / "bench"
+    modules = {}
+    for name in ("throughput", "int8_smoothing"):
+        spec = importlib.util.spec_from_file_location(name, here / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    model, onnx_dir, _, test = modules["throughput"].quick_models(tmp_path)
+    result = modules["int8_smoothing"].main(["--model", model, "--onnx", onnx_dir, "--data", test, "--alphas", "0,0.7"])
+    assert result["records"] == 64 and set(result["alphas"]) == {"0.0", "0.7"}
+    fp32 = json.loads((Path(onnx_dir) / "export.json").read_text())["fp32"]
+    assert result["fp32_accuracy"] == pytest.approx(fp32["onnx_accuracy"])
+    unsmoothed = api.export(model, tmp_path / "plain8", quantize="int8", check=test, smooth=0.0)["int8"]
+    assert result["alphas"]["0.0"]["flips"] == round((1 - unsmoothed["agreement"]) * 64)
+    for figures in result["alphas"].values():
+        assert 0 <= figures["flips"] <= 64 and figures["margin_change_mean"] > 0
+        assert 0 < figures["max_score_difference"] < 1.0

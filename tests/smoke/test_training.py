@@ -91,6 +91,32 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_model_dir, toy
         torch.testing.assert_close(cut[name], full[name], rtol=0, atol=0, msg=name)
 
 
+@pytest.fixture(scope="module")
+def three_epochs(tiny_model_dir, toy_data, tmp_path_factory):
+    """An uninterrupted 3-epoch run (10 steps an epoch, a checkpoint every 3 steps) and its options; no dev
+    data, so the saved model is the one at the end (with dev data it is the best epoch's, which can hide a
+    later epoch that went differently)."""
+    common = {"model": str(tiny_model_dir), "epochs": "3", "save_steps": "3", "dropout": "0.2", **FAST}
+    out = tmp_path_factory.mktemp("three") / "full"
+    api.train(str(toy_data["train"]), out, overrides=common)
+    return common, _weights(out)
+
+
+@pytest.mark.parametrize("cut", [4, 7, 10, 11, 16, 20, 24, 29])
+def test_resume_in_any_epoch_matches_the_uninterrupted_run(three_epochs, toy_data, tmp_path, cut):
+    """Cut after step `cut` (mid-epoch in each epoch, and at the epoch boundaries 10 and 20), resumed from the
+    last checkpoint: the same final weights bit for bit. A resumed process once replayed epoch 1's batch
+    order in its later epochs (Accelerate's loader set the sampler's epoch from its own pass count)."""
+    common, full = three_epochs
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(toy_data["train"]), tmp_path, overrides=common, callbacks=[stop_at(cut)])
+    resumed = api.train(str(toy_data["train"]), tmp_path, overrides=common, resume=True)
+    assert resumed["steps"] == 30
+    cut_weights = _weights(tmp_path)
+    for name in full:
+        torch.testing.assert_close(cut_weights[name], full[name], rtol=0, atol=0, msg=name)
+
+
 def test_a_finished_run_leaves_no_checkpoint_and_saves_its_last_model(tiny_model_dir, toy_data, tmp_path):
     """Checkpoints exist while the run goes on (here every 3 steps); at the end the model is saved and the
     checkpoint removed, not written once more. Without dev data the saved model is the one at the end."""
@@ -130,11 +156,18 @@ def test_runs_with_different_precision_in_one_process(tiny_model_dir, toy_data, 
         assert result["steps"] == 2
 
 
-def test_resume_without_checkpoint_is_an_error(tiny_model_dir, toy_data, tmp_path):
-    with pytest.raises(TrainingError, match="no checkpoint"):
-        api.train(
-            str(toy_data["train"]), tmp_path / "none", overrides={"model": str(tiny_model_dir), **FAST}, resume=True
-        )
+def test_resume_without_checkpoint_is_an_error_that_says_why_and_what_to_do(tiny_model_dir, toy_data, tmp_path):
+    overrides = {"model": str(tiny_model_dir), "epochs": "1", "save_steps": "5", **FAST}
+    with pytest.raises(TrainingError, match="no checkpoint to resume from: it stopped before its first checkpoint "
+                       r"\(every save_steps=5 steps.*run without --resume to start afresh"):  # fmt: skip
+        api.train(str(toy_data["train"]), tmp_path / "none", overrides=overrides, resume=True)
+    with pytest.raises(KeyboardInterrupt):  # killed at step 3, before the checkpoint of step 5
+        api.train(str(toy_data["train"]), tmp_path / "early", overrides=overrides, callbacks=[stop_at(3)])
+    with pytest.raises(TrainingError, match="before its first checkpoint"):
+        api.train(str(toy_data["train"]), tmp_path / "early", overrides=overrides, resume=True)
+    api.train(str(toy_data["train"]), tmp_path / "done", overrides=overrides)
+    with pytest.raises(TrainingError, match="the run finished"):
+        api.train(str(toy_data["train"]), tmp_path / "done", overrides=overrides, resume=True)
 
 
 def test_nan_loss_stops_training_and_saves_nothing(tiny_model_dir, toy_data, tmp_path):
