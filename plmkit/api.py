@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 import tempfile
@@ -111,8 +110,16 @@ def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, 
 
     if path == "-":
         examples = []
-        for n, line in enumerate(io.TextIOWrapper(sys.stdin.buffer, encoding=encoding, errors="strict"), 1):
-            line = line.rstrip("\n")
+        for n, raw in enumerate(sys.stdin.buffer, 1):  # lines end at b"\n" only, as files' do
+            try:
+                line = raw.decode(encoding).removesuffix("\n").removesuffix("\r")
+            except UnicodeDecodeError as e:
+                hint = "; pass --encoding gbk" if encoding.lower().replace("-", "") == "utf8" else ""
+                raise DataError(
+                    f"not valid {encoding} (byte 0x{raw[e.start]:02x}){hint}", path="<stdin>", line=n
+                ) from None
+            except LookupError:
+                raise DataError(f"unknown encoding {encoding!r}", path="<stdin>") from None
             if not line.strip():
                 continue
             text, _, text_pair = line.partition("\t") if pair else (line, "", "")

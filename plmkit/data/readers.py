@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 from plmkit.data.examples import Example
@@ -47,11 +48,20 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     return text
 
 
+def lines(text: str) -> list[str]:
+    """`text` cut at line feeds only, a CRLF's carriage return dropped. `str.splitlines` also cuts at
+    U+2028, U+0085, form feeds and lone carriage returns, which a JSON string or a text may hold."""
+    out = text.split("\n")
+    if out[-1] == "":
+        out.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in out]
+
+
 def _records(path: Path, text: str, fmt: str) -> list[tuple[int, dict]]:
     """(line number, {column: value}) per record."""
     if fmt == "jsonl":
         out = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(lines(text), 1):
             if not line.strip():
                 continue
             try:
@@ -63,7 +73,7 @@ def _records(path: Path, text: str, fmt: str) -> list[tuple[int, dict]]:
             out.append((n, obj))
         return out
     if fmt == "text":
-        return [(n, {"text": line}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        return [(n, {"text": line}) for n, line in enumerate(lines(text), 1) if line.strip()]
     reader = csv.reader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t")
     try:
         header = next(reader)
@@ -133,6 +143,10 @@ def read_examples(
         label = None
         if label_column:
             raw = values[label_column]
+            if isinstance(raw, (list, dict, bool)):  # JSON: a class is a string or a number, a score a number
+                kind = {list: "a list", dict: "an object", bool: "true or false"}[type(raw)]
+                wanted = "a number" if label_type == "float" else "a string or a number"
+                raise DataError(f"expected {wanted}, got {kind}", path=str(path), line=line, field=label_column)
             if label_type == "float":
                 try:
                     label = float(raw)
@@ -140,18 +154,16 @@ def read_examples(
                     raise DataError(
                         f"expected a number, got {raw!r}", path=str(path), line=line, field=label_column
                     ) from None
+                if not math.isfinite(label):
+                    raise DataError(
+                        f"expected a finite number, got {raw!r}", path=str(path), line=line, field=label_column
+                    )
             else:
-                label = (
-                    raw.strip()
-                    if isinstance(raw, str)
-                    else json.dumps(raw)
-                    if not isinstance(raw, (int, float))
-                    else str(raw)
-                )
+                label = raw.strip() if isinstance(raw, str) else str(raw)
         examples.append(Example(text=text, text_pair=pair, label=label, where=where))
     return examples
 
 
 def read_corpus_file(path: str | Path, encoding: str = "utf-8") -> list[str]:
     """A plain-text corpus: one document or sentence a line, blank lines skipped."""
-    return [line.strip() for line in read_text(path, encoding).splitlines() if line.strip()]
+    return [line.strip() for line in lines(read_text(path, encoding)) if line.strip()]

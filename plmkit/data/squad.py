@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plmkit.data.readers import read_text
+from plmkit.data.readers import lines, read_text
 from plmkit.errors import DataError
 
 
@@ -110,7 +110,7 @@ def read_qa_jsonl(path: str | Path, encoding: str = "utf-8", labelled: bool = Tr
     `labelled`, answers are not read."""
     path = str(path)
     out = []
-    for n, line in enumerate(read_text(path, encoding).splitlines(), 1):
+    for n, line in enumerate(lines(read_text(path, encoding)), 1):
         if not line.strip():
             continue
         try:

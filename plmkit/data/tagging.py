@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from plmkit.data.readers import read_text
+from plmkit.data.readers import lines, read_text
 from plmkit.errors import DataError
 
 SCHEMES = ("bio", "bioes", "bmes")
@@ -155,7 +155,7 @@ def read_conll(path: str | Path, encoding: str = "utf-8", scheme: str | None = N
     tokens: list[str] = []
     tags: list[str] = []
     first, columns = 0, None
-    for n, raw in enumerate(text.splitlines() + [""], 1):
+    for n, raw in enumerate(lines(text) + [""], 1):
         line = raw.strip()
         if line.startswith("-DOCSTART-"):
             continue
@@ -197,7 +197,7 @@ def read_jsonl(path: str | Path, encoding: str = "utf-8", kind: str = "ner") -> 
     (segmentation)."""
     path = str(path)
     out = []
-    for n, raw in enumerate(read_text(path, encoding).splitlines(), 1):
+    for n, raw in enumerate(lines(read_text(path, encoding)), 1):
         if not raw.strip():
             continue
         try:

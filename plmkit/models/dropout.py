@@ -9,11 +9,12 @@ dropped independently with probability p to within 1/65536, from the same seeded
 repeat, and a resumed run's RNG state covers it).
 
 `use_fast_dropout(model)` puts it into a model for training: every `nn.Dropout` module becomes a
-`FastDropout` (a subclass; the same `p`, no weights), and each Hugging Face model whose attention is
-PyTorch's fused kernel (sdpa) gets plmkit's attention function, which in training computes attention
-step by step with these masks (the fused kernel cannot take a mask from outside; with dropout it falls back
-to the step-by-step path anyway) and outside training is the fused kernel itself. `restore_attention(model)` undoes
-the attention switch, so a saved config names only Hugging Face's own implementations.
+`FastDropout` in place (a subclass with no state of its own: the same object, `p` and hooks), and each
+Hugging Face model whose attention is PyTorch's fused kernel (sdpa) gets plmkit's attention function,
+which in training computes attention step by step with these masks (the fused kernel cannot take a mask
+from outside; with dropout it falls back to the step-by-step path anyway) and outside training is the
+fused kernel itself. `restore_attention(model)` undoes the attention switch, so a saved config names
+only Hugging Face's own implementations.
 """
 
 from __future__ import annotations
@@ -140,11 +141,10 @@ def use_fast_dropout(model: nn.Module) -> None:
 
     _register()
     for module in model.modules():
-        for name, child in module.named_children():
-            if type(child) is nn.Dropout:
-                fast = FastDropout(child.p, child.inplace)
-                fast.train(child.training)
-                setattr(module, name, fast)
+        if type(module) is nn.Dropout:
+            # the same object, so hooks on it (distill reads the sentence vector at the classifier's dropout)
+            # and views sharing it (mode=partial's split model) keep seeing it
+            module.__class__ = FastDropout
         if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
             try:
                 module.set_attn_implementation(NAME)

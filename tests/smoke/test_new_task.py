@@ -51,7 +51,8 @@ def fasttext_files(tmp_path_factory):
 def test_a_task_registered_outside_trains_evaluates_and_predicts(
     fasttext_task, fasttext_files, tiny_model_dir, tmp_path, mode
 ):
-    overrides = {"task": NAME, "model": str(tiny_model_dir), "mode": mode, "epochs": 3, "lr": 3e-3} | FAST
+    # 5 epochs: at 3, one seed in four stayed at 0.5-0.8 on these rows (measured over seeds 42, 1, 2, 3)
+    overrides = {"task": NAME, "model": str(tiny_model_dir), "mode": mode, "epochs": 5, "lr": 3e-3} | FAST
     if mode == "partial":
         overrides["freeze_layers"] = 1
     if mode == "features":

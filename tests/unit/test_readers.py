@@ -320,3 +320,63 @@ def test_long_text_field_reads(tmp_path, suffix, delimiter):
     path = write_csv(tmp_path / f"long{suffix}", [(long_text, "good"), ("短", "bad")], delimiter=delimiter)
     examples = read_examples(path)
     assert len(examples[0].text) == 200_000 and examples[1].text == "短"
+
+
+def test_lines_end_at_line_feeds_only(tmp_path):
+    """U+2028, U+0085, a form feed or a lone CR inside a JSON string or a text is a character, not a line end."""
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "一\u2028二", "label": "a"}\r\n{"text": "三\u0085四", "label": "b"}\n', encoding="utf-8")
+    examples = read_examples(path)
+    assert [(e.text, e.label, e.where) for e in examples] == [
+        ("一\u2028二", "a", f"{path}:1"),
+        ("三\u0085四", "b", f"{path}:2"),
+    ]
+    txt = tmp_path / "a.txt"
+    txt.write_text("甲\u2028乙\r丙\x0c丁\r\n戊\n", encoding="utf-8")
+    assert [e.text for e in read_examples(txt, label_column=None)] == ["甲\u2028乙\r丙\x0c丁", "戊"]
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ('"nan"', "expected a finite number, got 'nan'"),
+        ('"inf"', "expected a finite number, got 'inf'"),
+        ("1e400", "expected a finite number, got inf"),  # JSON's 1e400 parses as infinity
+        ('"abc"', "expected a number, got 'abc'"),
+        ("true", "expected a number, got true or false"),
+        ("[1, 2]", "expected a number, got a list"),
+    ],
+)
+def test_regression_labels_must_be_finite_numbers(tmp_path, label, message):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"text": "好", "label": 1.5}\n{"text": "坏", "label": ' + label + "}\n", encoding="utf-8")
+    error = _error(read_examples, path, label_type="float")
+    assert error.startswith(f"{path}:2 (field 'label'): ") and error.endswith(message)
+
+
+@pytest.mark.parametrize(
+    "label, kind", [('["a", "b"]', "a list"), ('{"x": 1}', "an object"), ("false", "true or false")]
+)
+def test_a_class_label_that_is_a_list_or_an_object_is_an_error(tmp_path, label, kind):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "好", "label": "pos"}\n{"text": "坏", "label": ' + label + "}\n", encoding="utf-8")
+    error = _error(read_examples, path)
+    assert error == f"{path}:2 (field 'label'): expected a string or a number, got {kind}"
+
+
+def test_predict_reads_standard_input_at_line_feeds_and_names_a_bad_byte(monkeypatch):
+    import io
+    import sys
+
+    from plmkit.api import _read_predict_input
+
+    def stdin(data: bytes):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+    stdin("一\r二\u2028三\r\n四\n".encode())
+    assert [e.text for e in _read_predict_input("-", False, "utf-8", "text", "text_pair")] == ["一\r二\u2028三", "四"]
+    stdin("好\n".encode() + "坏".encode("gbk") + b"\n")
+    with pytest.raises(DataError, match=r"^<stdin>:2: not valid utf-8 \(byte 0xbb\); pass --encoding gbk$"):
+        _read_predict_input("-", False, "utf-8", "text", "text_pair")
+    stdin("坏\n".encode("gbk"))
+    assert [e.text for e in _read_predict_input("-", False, "gbk", "text", "text_pair")] == ["坏"]
