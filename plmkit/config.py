@@ -27,30 +27,33 @@ T = TypeVar("T")
 class LoopConfig:
     """What the one training loop needs; nothing task-specific."""
 
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    grad_accum: int = 1
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    epochs: int = field(default=3, metadata={"min": 1})
+    batch_size: int = field(default=32, metadata={"min": 1})
+    eval_batch_size: int = field(default=64, metadata={"min": 1})
+    grad_accum: int = field(default=1, metadata={"min": 1})
+    lr: float = field(default=5e-5, metadata={"above": 0})
+    weight_decay: float = field(default=0.01, metadata={"min": 0})
+    warmup_ratio: float = field(default=0.1, metadata={"min": 0, "max": 1})
     # linear (warmup_ratio up, then down to 0) | constant | stlr (slanted triangular)
     schedule: Literal["linear", "constant", "stlr"] = "linear"
     cut_frac: float = 0.1  # stlr: share of the steps over which the rate rises
     ratio: float = 32.0  # stlr: how many times smaller the lowest rate is than the peak
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = field(default=1.0, metadata={"min": 0})  # 0: no clipping
     # auto = bf16 only where the hardware runs it natively
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
     seed: int = 42
     # on a CPU, dropout masks from 15-bit integers, four to a 64-bit draw (plmkit.models.dropout): Bernoulli
     # masks as PyTorch's, for a fifth of the cost; false: PyTorch's own dropout and fused attention
     fast_dropout: bool = True
-    patience: int = 0  # early stopping: epochs without dev improvement; 0 = off
-    save_steps: int = 0  # checkpoint every N optimiser steps as well as every epoch; 0 = epochs only
-    max_steps: int = 0  # stop after N optimiser steps; 0 = no limit
-    time_budget_minutes: float = 0.0  # stop after this much training time; 0 = no limit
-    bucket_size: int = 50  # length buckets: sort within windows of batch_size * bucket_size examples
-    log_steps: int = 20
+    patience: int = field(default=0, metadata={"min": 0})  # early stopping: epochs without dev improvement; 0 = off
+    # checkpoint every N optimiser steps as well as every epoch; 0 = epochs only
+    save_steps: int = field(default=0, metadata={"min": 0})
+    max_steps: int = field(default=0, metadata={"min": 0})  # stop after N optimiser steps; 0 = no limit
+    # stop after this much training time; 0 = no limit
+    time_budget_minutes: float = field(default=0.0, metadata={"min": 0})
+    # length buckets: sort within windows of batch_size * bucket_size examples
+    bucket_size: int = field(default=50, metadata={"min": 1})
+    log_steps: int = field(default=20, metadata={"min": 1})
     progress: bool = True
 
 
@@ -91,14 +94,15 @@ class TrainConfig:
     # classification | pair | regression | ner | cws: a name in plmkit.registry.TASKS, checked there before any work
     task: str = "classification"
     model: str = "default-zh"
-    max_length: int = 128
+    max_length: int = field(default=128, metadata={"min": 2})
     truncation: Literal["head", "tail", "head_tail"] = "head"
     head_tokens: int | None = None  # head_tail: tokens kept from the start; default 128/510 of the budget
     text_column: str = "text"
     text_pair_column: str = "text_pair"
     label_column: str = "label"
     encoding: str = "utf-8"
-    dropout: float | None = None  # overrides the checkpoint's hidden dropout when set
+    # overrides the checkpoint's hidden dropout when set
+    dropout: float | None = field(default=None, metadata={"min": 0, "below": 1})
     trust_remote_code: bool = False
     # finetune | partial (the embeddings and bottom freeze_layers layers run once, cached; the rest fine-tunes)
     # | features (the frozen encoder runs once, its layers cached, a head trained on them)
@@ -320,8 +324,17 @@ def _set(obj: Any, path: list[str], value: Any, key: str) -> None:
     for name in path[:-1]:
         obj = getattr(obj, name)
     typ = _field_types(type(obj))[path[-1]]
-    minimum = next(f.metadata.get("min") for f in dataclasses.fields(obj) if f.name == path[-1])
-    setattr(obj, path[-1], _coerce(value, typ, key, minimum))
+    meta = next(f.metadata for f in dataclasses.fields(obj) if f.name == path[-1])
+    value = _coerce(value, typ, key, meta.get("min"))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # the bounds a number's metadata sets
+        for bound, holds, words in (
+            ("above", value.__gt__, ">"),
+            ("max", value.__le__, "<="),
+            ("below", value.__lt__, "<"),
+        ):
+            if bound in meta and not holds(meta[bound]):
+                raise ConfigError(f"{key}: expected a number {words} {meta[bound]}, got {value!r}")
+    setattr(obj, path[-1], value)
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
@@ -340,8 +353,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
         if "=" not in pair:
             raise ConfigError(f"expected key=value, got {pair!r}")
         k, v = pair.split("=", 1)
+        if k.strip() in out:
+            raise ConfigError(f"{k.strip()}: given twice on the command line ({out[k.strip()]!r} and {v.strip()!r})")
         out[k.strip()] = v.strip()
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -349,7 +379,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))  # a SafeLoader: plain data only
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:  # its own text spans lines and quotes the source; one line names the place
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -371,9 +405,14 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
     if overrides:
         layers.append(("command line", _flatten(overrides)))
     for source, values in layers:
+        named: dict[tuple[str, ...], str] = {}
         for key, value in values.items():
             try:
-                _set(cfg, _resolve_key(cls, key), value, key)
+                path = _resolve_key(cls, key)
+                if tuple(path) in named:  # `lr` and `loop.lr` are one key
+                    raise ConfigError(f"{key}: given twice (also as {named[tuple(path)]!r})")
+                named[tuple(path)] = key
+                _set(cfg, path, value, key)
             except ConfigError as e:
                 raise ConfigError(f"{source}: {e}") from None
     return cfg

@@ -537,3 +537,54 @@ def test_without_inapplicable_resets_only_what_does_nothing():
     fixed = build_config(TrainConfig, None, given | reset)
     check_applicable(fixed, _options("classification"))
     assert (fixed.features.layers, fixed.loop.lr) == (2, 1e-2)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_size", "0", "batch_size: expected int >= 1, got 0"),
+        ("batch_size", "-4", "batch_size: expected int >= 1, got -4"),
+        ("grad_accum", "0", "grad_accum: expected int >= 1, got 0"),
+        ("eval_batch_size", "0", "eval_batch_size: expected int >= 1, got 0"),
+        ("epochs", "0", "epochs: expected int >= 1, got 0"),
+        ("epochs", "-1", "epochs: expected int >= 1, got -1"),
+        ("lr", "-1", "lr: expected a number > 0, got -1.0"),
+        ("lr", "0", "lr: expected a number > 0, got 0.0"),
+        ("warmup_ratio", "5", "warmup_ratio: expected a number <= 1, got 5.0"),
+        ("dropout", "2", "dropout: expected a number < 1, got 2.0"),
+        ("dropout", "-0.1", "dropout: expected float >= 0, got -0.1"),
+        ("log_steps", "0", "log_steps: expected int >= 1, got 0"),
+        ("max_length", "1", "max_length: expected int >= 2, got 1"),
+    ],
+)
+def test_numbers_out_of_range_name_the_key_the_bound_and_the_value(key, value, message):
+    """Each once a traceback deep in training (batch_size=0: ZeroDivisionError) or silently accepted
+    (epochs=0 saved an untrained model as if trained; warmup_ratio=5)."""
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainConfig, None, {key: value})
+    assert str(info.value) == f"command line: {message}"
+
+
+def test_numbers_in_range_at_their_bounds_are_taken():
+    cfg = build_config(
+        TrainConfig, None, {"epochs": "1", "batch_size": "1", "lr": "1e-9", "warmup_ratio": "1", "dropout": "0"}
+    )
+    assert (cfg.loop.epochs, cfg.loop.batch_size, cfg.loop.warmup_ratio, cfg.dropout) == (1, 1, 1.0, 0.0)
+
+
+def test_a_key_given_twice_is_an_error_on_the_command_line_in_yaml_and_across_spellings(tmp_path):
+    with pytest.raises(ConfigError, match=r"^lr: given twice on the command line \('1e-4' and '2e-4'\)$"):
+        parse_overrides(["lr=1e-4", "epochs=2", "lr=2e-4"])
+    path = _yaml(tmp_path, "lr: 1e-4\nepochs: 2\nlr: 2e-4\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml:3:1: not valid YAML: key 'lr' given twice \(first on line 1\)"):
+        build_config(TrainConfig, path)
+    nested = _yaml(tmp_path, "loop:\n  lr: 1e-4\n  lr: 2e-4\n")
+    with pytest.raises(ConfigError, match="key 'lr' given twice"):
+        build_config(TrainConfig, nested)
+    both = _yaml(tmp_path, "lr: 1e-4\nloop:\n  lr: 2e-4\n")  # a flat and a dotted spelling of one key
+    with pytest.raises(ConfigError, match=r"given twice \(also as 'lr'\)"):
+        build_config(TrainConfig, both)
+    with pytest.raises(ConfigError, match=r"^command line: loop.lr: given twice \(also as 'lr'\)$"):
+        build_config(TrainConfig, None, {"lr": "1e-4", "loop.lr": "2e-4"})
+    cfg = build_config(TrainConfig, _yaml(tmp_path, "lr: 1e-4\n"), {"lr": "3e-4"})  # a later layer overrides
+    assert cfg.loop.lr == 3e-4
