@@ -1,4 +1,8 @@
-"""Atomic writes: a reader never sees a half-written file or directory."""
+"""Atomic writes: a reader never sees a half-written file or directory.
+
+Each write goes to a temporary `.NAME.PID.XXXX.tmp` beside its target and is renamed into place. A
+process killed mid-write leaves its temporary behind; the next write of the same name removes those
+whose process (PID) is gone, so a later run cleans what an earlier one could not."""
 
 from __future__ import annotations
 
@@ -20,12 +24,48 @@ def plain_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def temporary_prefix(name: str) -> str:
+    """`.NAME.PID.`: what this process's temporaries for `name` start with (they end with `.tmp`)."""
+    return f".{name}.{os.getpid()}."
+
+
+def sweep_stale(parent: str | Path, name: str) -> list[Path]:
+    """Remove the temporaries for `name` in `parent` (`.NAME.PID.*.tmp`) whose process is gone: what a
+    kill mid-write left. A live process's are kept (it may be writing). Returns what was removed."""
+    parent, removed = Path(parent), []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        head, _, rest = entry.name.removeprefix(f".{name}.").partition(".")
+        if not (entry.name.startswith(f".{name}.") and entry.name.endswith(".tmp") and rest and head.isdigit()):
+            continue
+        if _alive(int(head)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_stale(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -55,7 +95,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    sweep_stale(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
     except BaseException:

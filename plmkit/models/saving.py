@@ -12,13 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from plmkit.io import atomic_write_json, plain_mode
+from plmkit.io import atomic_write_json, plain_mode, sweep_stale, temporary_prefix
 
 
 def save_model_dir(path: str | Path, model, tokenizer, extra: dict[str, Any] | None = None) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=path))
+    sweep_stale(path, "save")  # what a save killed mid-way left here
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("save"), suffix=".tmp", dir=path))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

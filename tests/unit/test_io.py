@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -194,3 +195,41 @@ def test_atomic_dir_permissions_follow_umask(tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_write_removes_what_a_killed_writer_of_the_same_name_left(tmp_path):
+    """A kill mid-write leaves `.NAME.PID.*.tmp`; the next write of NAME removes those of dead processes,
+    keeps a live process's (it may be writing) and leaves other names' alone."""
+    dead, live = _dead_pid(), os.getpid()
+    stale_file = tmp_path / f".out.jsonl.{dead}.abc123.tmp"
+    stale_file.write_text("half a file")
+    stale_dir = tmp_path / f".checkpoint.{dead}.x9.tmp"
+    (stale_dir / "inner").mkdir(parents=True)
+    writing = tmp_path / f".out.jsonl.{live}.def456.tmp"
+    writing.write_text("being written")
+    other = tmp_path / f".other.{dead}.q.tmp"
+    other.write_text("not ours")
+    atomic_write_text(tmp_path / "out.jsonl", "done\n")
+    assert not stale_file.exists() and writing.exists() and other.exists() and stale_dir.exists()
+    with atomic_dir(tmp_path / "checkpoint") as d:
+        (d / "f").write_text("x")
+    assert not stale_dir.exists() and (tmp_path / "checkpoint" / "f").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.jsonl", "checkpoint", writing.name, other.name])
+
+
+def test_temporaries_carry_the_writers_pid(tmp_path):
+    seen = []
+    with atomic_path(tmp_path / "a.json") as tmp:
+        seen.append(tmp.name)
+        tmp.write_text("{}")
+    assert seen[0].startswith(f".a.json.{os.getpid()}.") and seen[0].endswith(".tmp")
