@@ -10,10 +10,12 @@ keyed by (seed, epoch, batch), so a resumed run replays the same batches and dro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,34 @@ class LoopState:
     lrs: list[float] = field(default_factory=list)  # each parameter group's learning rate at the last step taken
     seconds: float = 0.0
     stopped_early: bool = False
+    # what the run was made from (see `made_from`): a resumed run must be made from the same
+    made_from: dict[str, Any] = field(default_factory=dict)
+
+
+def made_from(features: Sequence[dict[str, Any]], lengths: Sequence[int], cfg: LoopConfig) -> dict[str, Any]:
+    """What a checkpoint is only valid with: the training examples (a digest of their token ids, or their
+    lengths where they hold none), their number, and the options that fix the batches and the steps."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(array("q", lengths).tobytes())
+    for item in features:
+        ids = item.get("input_ids") if isinstance(item, dict) else None
+        if ids is not None:
+            digest.update(repr(ids.tolist() if isinstance(ids, torch.Tensor) else ids).encode())
+    return {"examples": len(features), "data": digest.hexdigest(), "batch_size": cfg.batch_size,
+            "grad_accum": cfg.grad_accum, "seed": cfg.seed, "bucket_size": cfg.bucket_size}  # fmt: skip
+
+
+def check_made_from(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """TrainingError naming each difference between what the checkpoint at `path` was made from and now."""
+    what = {"examples": "training examples", "data": "training data (token ids)"}
+    differ = [k for k in now if k in saved and saved[k] != now[k]]
+    if differ:
+        parts = [f"{what.get(k, k)}: {saved[k]} then, {now[k]} now" for k in differ if k != "data"]
+        parts += [what["data"] + " differ"] if "data" in differ else []
+        raise TrainingError(
+            f"{path}: the checkpoint was made from other training data or options ({'; '.join(parts)}); "
+            "resume with the same ones, or run without --resume to start afresh"
+        )
 
 
 def resolve_precision(requested: str) -> str:
@@ -212,7 +242,9 @@ def setup(
             )
             raise TrainingError(f"{path}: no checkpoint to resume from: {why}; run without --resume to start afresh")
         state = _load_checkpoint(found, accelerator.unwrap_model(model), opt, scheduler)
+        check_made_from(found, state.made_from, made_from(features, lengths, cfg))
         accelerator.print(f"resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batches_done})")
+    state.made_from = made_from(features, lengths, cfg)
     started = time.monotonic() - state.seconds  # time_fraction reads this too: a resumed run keeps its budget
     return Run(accelerator, model, opt, scheduler, loader, sampler, dataset, state, cfg, path, started)
 

@@ -296,3 +296,20 @@ def test_fast_dropout_draws_other_masks_and_learns_as_well(tiny_model_dir, toy_d
     for name, tensor in weights["true", "0.0"].items():
         torch.testing.assert_close(weights["false", "0.0"][name], tensor, rtol=0, atol=0, msg=name)
     assert any(not torch.equal(weights["false", "0.2"][n], t) for n, t in weights["true", "0.2"].items())
+
+
+def test_resume_refuses_other_data_batch_size_or_seed_and_names_it(tiny_model_dir, toy_data, tmp_path):
+    common = {"model": str(tiny_model_dir), "epochs": "2", "save_steps": "3", **FAST}
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(toy_data["train"]), tmp_path, overrides=common, callbacks=[stop_at(5)])
+    refused = {
+        "batch_size: 16 then, 8 now": (toy_data["train"], {"batch_size": "8"}),
+        "seed: 42 then, 7 now": (toy_data["train"], {"seed": "7"}),
+        "training examples: 160 then, 40 now; training data (token ids) differ": (toy_data["dev"], {}),
+    }
+    for message, (data, change) in refused.items():
+        with pytest.raises(TrainingError, match="the checkpoint was made from other training data or options") as info:
+            api.train(str(data), tmp_path, overrides=common | change, resume=True)
+        assert message in str(info.value) and "run without --resume to start afresh" in str(info.value)
+    # the same data and options: it resumes
+    assert api.train(str(toy_data["train"]), tmp_path, overrides=common, resume=True)["steps"] == 20
