@@ -49,10 +49,9 @@ def margins(scores: np.ndarray, decided: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str]) -> dict:
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from plmkit.cli import quiet_libraries
-    from plmkit.export.onnx import smooth_activations
+    from plmkit.export.onnx import calibration_feeds, quantize_int8, smooth_activations
     from plmkit.train.run import load
 
     quiet_libraries()
@@ -69,11 +68,7 @@ def main(argv: list[str]) -> dict:
     data = task.featurize(records, loaded.tokenizer, loaded.cfg, loaded.labels, args.data)
     fp32 = Path(args.onnx) / "model.onnx"
     keys = [i.name for i in onnx.load(str(fp32), load_external_data=False).graph.input]
-    feeds = [
-        {k: v.numpy() for k, v in task.collate(data.items[i : i + 32], pad_id=loaded.tokenizer.pad_token_id).items()
-         if k in keys}
-        for i in range(0, len(data.items), 32)
-    ]  # fmt: skip
+    feeds = list(calibration_feeds(task, data.items, loaded.tokenizer.pad_token_id, keys, args.calibration))
     reference, gold = scores_of(Path(args.onnx), args.data)
     decided = reference.argmax(1)  # (N,) the fp32 graph's decisions
     margin = margins(reference, decided)  # (N,) how far each is from flipping
@@ -86,8 +81,7 @@ def main(argv: list[str]) -> dict:
             (out / "model.onnx").rename(graph)
             if alpha:
                 smooth_activations(graph, feeds, alpha)
-            quantize_dynamic(str(graph), str(out / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+            quantize_int8(graph, out / "model.onnx")
             graph.unlink()
             scores, _ = scores_of(out, args.data)
             change = np.abs(margins(scores, decided) - margin)  # (N,)

@@ -42,14 +42,14 @@ def temporary_prefix(name: str) -> str:
 def sweep_stale(parent: str | Path, name: str) -> list[Path]:
     """Remove the temporaries for `name` in `parent` (`.NAME.PID.*.tmp`) whose process is gone: what a
     kill mid-write left. A live process's are kept (it may be writing). Returns what was removed."""
-    parent, removed = Path(parent), []
+    parent, prefix, removed = Path(parent), f".{name}.", []
     if not parent.is_dir():
         return removed
     for entry in parent.iterdir():
-        head, _, rest = entry.name.removeprefix(f".{name}.").partition(".")
-        if not (entry.name.startswith(f".{name}.") and entry.name.endswith(".tmp") and rest and head.isdigit()):
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
             continue
-        if _alive(int(head)):
+        pid, _, rest = entry.name[len(prefix) :].partition(".")
+        if not (pid.isdigit() and rest) or _alive(int(pid)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

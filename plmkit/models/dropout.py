@@ -137,7 +137,7 @@ def _register() -> None:
 def use_fast_dropout(model: nn.Module) -> None:
     """Every `nn.Dropout` in `model` draws with `keep_mask`; every Hugging Face model in it that uses sdpa
     attention uses plmkit's (the same arithmetic, with these masks in training)."""
-    from transformers import PreTrainedModel
+    from plmkit.models.encoders import switch_attention
 
     _register()
     for module in model.modules():
@@ -145,17 +145,11 @@ def use_fast_dropout(model: nn.Module) -> None:
             # the same object, so hooks on it (distill reads the sentence vector at the classifier's dropout)
             # and views sharing it (mode=partial's split model) keep seeing it
             module.__class__ = FastDropout
-        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
-            try:
-                module.set_attn_implementation(NAME)
-            except (ValueError, AttributeError):
-                pass
+    switch_attention(model, "sdpa", NAME)
 
 
 def restore_attention(model: nn.Module) -> None:
     """Hugging Face models inside `model` switched by `use_fast_dropout` go back to sdpa attention."""
-    from transformers import PreTrainedModel
+    from plmkit.models.encoders import switch_attention
 
-    for module in model.modules():
-        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == NAME:
-            module.set_attn_implementation("sdpa")
+    switch_attention(model, NAME, "sdpa")

@@ -169,15 +169,20 @@ def encoder_attribute(model) -> str | None:
     return "encoder" if isinstance(getattr(model, "encoder", None), nn.Module) else None
 
 
-def eager_attention(model) -> None:
-    """Every Hugging Face model inside `model` (a tagger's encoder, a feature extractor) computes attention
-    step by step (Hugging Face's eager path, the same arithmetic as its fused sdpa); a model without an
-    eager path keeps sdpa."""
+def switch_attention(model, old: str, new: str) -> None:
+    """Every Hugging Face model inside `model` (a tagger's encoder, a feature extractor) whose attention
+    implementation is `old` gets `new`; one that cannot take `new` keeps `old`."""
     from transformers import PreTrainedModel
 
     for module in model.modules():
-        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == "sdpa":
+        if isinstance(module, PreTrainedModel) and getattr(module.config, "_attn_implementation", None) == old:
             try:
-                module.set_attn_implementation("eager")
+                module.set_attn_implementation(new)
             except (ValueError, AttributeError):
                 pass
+
+
+def eager_attention(model) -> None:
+    """Attention computed step by step (Hugging Face's eager path, the same arithmetic as its fused sdpa)
+    in every Hugging Face model inside `model` that has an eager path."""
+    switch_attention(model, "sdpa", "eager")

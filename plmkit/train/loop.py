@@ -229,7 +229,7 @@ def setup(
     scheduler = schedule(opt, total_steps, time_fraction)
     model, opt, loader, scheduler = accelerator.prepare(model, opt, loader, scheduler)
     path = output_dir / "checkpoint"
-    state = LoopState()
+    state, now = LoopState(), made_from(features, lengths, cfg)
     if resume:
         found = existing_dir(path)
         if found is None:
@@ -242,9 +242,9 @@ def setup(
             )
             raise TrainingError(f"{path}: no checkpoint to resume from: {why}; run without --resume to start afresh")
         state = _load_checkpoint(found, accelerator.unwrap_model(model), opt, scheduler)
-        check_made_from(found, state.made_from, made_from(features, lengths, cfg))
+        check_made_from(found, state.made_from, now)
         accelerator.print(f"resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batches_done})")
-    state.made_from = made_from(features, lengths, cfg)
+    state.made_from = now
     started = time.monotonic() - state.seconds  # time_fraction reads this too: a resumed run keeps its budget
     return Run(accelerator, model, opt, scheduler, loader, sampler, dataset, state, cfg, path, started)
 
