@@ -14,6 +14,7 @@ from typing import Any
 from plmkit.config import PretrainConfig, TrainConfig, build_config
 from plmkit.data.examples import Example
 from plmkit.errors import DataError
+from plmkit import faults
 from plmkit.io import atomic_path
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -155,6 +156,7 @@ def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    faults.point("output.write")
         else:
             raise DataError("unknown output type; use .jsonl or .csv", path=str(output))
 

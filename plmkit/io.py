@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from plmkit import faults
+
 
 def plain_mode(directory: bool = False) -> int:
     """The mode a plain open() or mkdir() would give under the current umask (mkstemp and
@@ -107,6 +109,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
+        faults.point("swap")
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from plmkit.errors import ModelError
+from plmkit.models.saving import verify_model_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -105,6 +106,7 @@ def resolve_model(name: str) -> str:
             pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
             hint = f" (found {', '.join(pickled)}: plmkit loads safetensors only; convert it first)" if pickled else ""
             raise ModelError(f"{path}: no model weights (model.safetensors){hint}")
+        verify_model_dir(path)
         return str(path)
     return name  # a hub id: from_pretrained fetches it where a network exists
 

@@ -1,32 +1,129 @@
-"""The saved model directory: what Hugging Face opens, plus plmkit.json. Every file is
-written to a temporary name and renamed into place, plmkit.json last.
+"""The saved model directory: what Hugging Face opens, plus plmkit.json, and a manifest that makes the
+save all-or-nothing.
+
+A save writes every file into a private temporary folder, hashes them into `manifest.json` (name ->
+size, blake2b), and renames the folder to `.save.commit` inside the model directory: that rename is
+the commit. The files are then moved into place one by one, the manifest last. A process killed before
+the commit leaves the previous save untouched; one killed after it leaves `.save.commit`, which the next
+load or save of the directory finishes moving (roll forward). Loading checks every file the manifest
+names, so a mixture of two saves is never read as a model.
 
 Shapes (legend in plmkit/models/__init__.py): none; no tensors here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from plmkit.io import atomic_write_json, plain_mode, sweep_stale, temporary_prefix
+from plmkit import faults
+from plmkit.errors import ModelError
+from plmkit.io import plain_mode, sweep_stale, temporary_prefix
+
+MANIFEST = "manifest.json"
+COMMIT = ".save.commit"
 
 
-def save_model_dir(path: str | Path, model, tokenizer, extra: dict[str, Any] | None = None) -> None:
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    sweep_stale(path, "save")  # what a save killed mid-way left here
-    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("save"), suffix=".tmp", dir=path))
+def file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        for f in sorted(tmp.iterdir()):
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return {}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path}: damaged manifest ({e}); save the model again") from None
+    return files
+
+
+def finish_commit(path: Path) -> None:
+    """Move what an interrupted save had committed (`.save.commit`) into `path`, its manifest last."""
+    commit = path / COMMIT
+    if not commit.is_dir():
+        return
+    if not (commit / MANIFEST).is_file():  # never happens: the folder is renamed here only when complete
+        shutil.rmtree(commit, ignore_errors=True)
+        return
+    for f in sorted(commit.iterdir()):
+        if f.name != MANIFEST:
             os.chmod(f, plain_mode())  # files written inside the private temporary folder may be private too
             os.replace(f, path / f.name)
-    finally:
+            faults.point("save.commit")
+    os.chmod(commit / MANIFEST, plain_mode())
+    os.replace(commit / MANIFEST, path / MANIFEST)
+    shutil.rmtree(commit, ignore_errors=True)
+
+
+def save_model_dir(
+    path: str | Path,
+    model=None,
+    tokenizer=None,
+    extra: dict[str, Any] | None = None,
+    files: dict[str, Callable[[Path], None]] | None = None,
+) -> None:
+    """Save `model` and `tokenizer` (Hugging Face's files), each `extra` NAME -> object as JSON and each
+    `files` NAME -> writer(path) into `path`, all or nothing. Without a model, the files already there stay
+    and only the given ones are replaced (a feature-mode head saved beside an encoder saved once)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    finish_commit(path)  # what a save killed after its commit left
+    sweep_stale(path, "save")  # what a save killed before it left
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("save"), suffix=".tmp", dir=path))
+    try:
+        if model is not None:
+            model.save_pretrained(tmp, safe_serialization=True)
+            faults.point("save.files")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, write in (files or {}).items():
+            write(tmp / name)
+            faults.point("save.files")
+        for name, obj in (extra or {}).items():
+            (tmp / name).write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if any(f.is_dir() for f in tmp.iterdir()):
+            raise ModelError(f"{path}: a saved model directory holds files only")  # never: nothing writes folders
+        written = {f.name: {"size": f.stat().st_size, "blake2b": file_digest(f)} for f in tmp.iterdir()}
+        kept = {n: e for n, e in _read_manifest(path / MANIFEST).items() if n not in written and (path / n).is_file()}
+        manifest = {"files": dict(sorted((kept | written).items()))}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path / COMMIT)  # the commit: from here on, the new save is what the directory holds
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-    for name, obj in (extra or {}).items():
-        atomic_write_json(path / name, obj)
+        raise
+    finish_commit(path)
+
+
+def verify_model_dir(path: str | Path) -> None:
+    """Finish a committed save that a kill interrupted, then check every file the manifest names (there,
+    of its size and hash). A directory without a manifest (a Hugging Face checkpoint) is not checked."""
+    path = Path(path)
+    if (path / COMMIT).is_dir():
+        try:
+            finish_commit(path)
+        except OSError as e:
+            raise ModelError(
+                f"{path}: a save was interrupted and cannot be finished here ({e.strerror}); open it where it "
+                "can be written once, or save it again"
+            ) from None
+    for name, entry in _read_manifest(path / MANIFEST).items():
+        f = path / name
+        if not f.is_file():
+            raise ModelError(f"{path}: {name} is missing (the manifest names it); save the model again")
+        if f.stat().st_size != entry.get("size") or file_digest(f) != entry.get("blake2b"):
+            raise ModelError(
+                f"{path}: {name} is not the file that was saved (its size or hash differs from the manifest's); "
+                "it was changed or damaged after saving: save the model again, or remove manifest.json to take the "
+                "directory as it is"
+            )

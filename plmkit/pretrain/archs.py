@@ -17,7 +17,6 @@ from torch import nn
 
 from plmkit.config import PretrainConfig
 from plmkit.errors import ConfigError, ModelError
-from plmkit.io import atomic_path
 from plmkit.models.saving import save_model_dir
 from plmkit.pretrain.arch import (
     ARCHS,
@@ -364,10 +363,8 @@ def _spanbert_loss(model: SpanBertPretrainer, batch: Batch) -> torch.Tensor:
 def _spanbert_save(model: SpanBertPretrainer, tokenizer, output: Path, extra: dict) -> None:
     from safetensors.torch import save_file
 
-    output.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output / SBO_FILE) as tmp:
-        save_file({k: v.contiguous() for k, v in model.sbo.state_dict().items()}, str(tmp))
-    save_model_dir(output, model.mlm, tokenizer, extra)
+    sbo = {k: v.contiguous() for k, v in model.sbo.state_dict().items()}
+    save_model_dir(output, model.mlm, tokenizer, extra, files={SBO_FILE: lambda p: save_file(sbo, str(p))})
 
 
 ARCHS.add(

@@ -24,7 +24,6 @@ import torch
 from plmkit.config import TrainConfig
 from plmkit.data.batching import length_mask
 from plmkit.errors import ModelError
-from plmkit.io import atomic_path, atomic_write_json
 from plmkit.models.encoders import check_tokenizer_matches
 from plmkit.models.feature_heads import FeatureModel, build_feature_model
 from plmkit.models.saving import save_model_dir
@@ -311,7 +310,7 @@ def features_plan(
 def feature_model_saver(
     output: Path, encoder, tokenizer, meta: dict[str, Any], extra: dict[str, Any]
 ) -> Callable[[FeatureModel, LoopState], None]:
-    """The encoder and tokenizer once, then the head (head.safetensors) and plmkit.json, last, at each
+    """The encoder and tokenizer once, then the head (head.safetensors) and plmkit.json, together, at each
     improvement; the scalar mix's weights go into `extra` too."""
     from safetensors.torch import save_file
 
@@ -323,12 +322,6 @@ def feature_model_saver(
         if not saved_encoder:
             save_model_dir(output, encoder, tokenizer)
             saved_encoder = True
-        with atomic_path(output / "head.safetensors") as tmp:
-            save_file(
-                {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
-                str(tmp),
-                metadata={"format": "pt"},
-            )
         weights = model.layers.layer_weights()
         gamma = round(float(model.layers.gamma.detach()), 6) if model.layers.index is None else None
         if model.layers.index is None:
@@ -337,9 +330,14 @@ def feature_model_saver(
             plot_layer_weights(weights, output / "layer_weights.png", gamma=gamma)
         extra.update(layer_weights=weights, gamma=gamma)
         best = state.history[-1] if state.history else {}
-        atomic_write_json(
-            output / "plmkit.json",
-            meta | {"layer_weights": weights, "gamma": gamma, "dev_metrics": best, "history": state.history},
+        head = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_model_dir(  # the head and plmkit.json together, beside the encoder saved once
+            output,
+            extra={
+                "plmkit.json": meta
+                | {"layer_weights": weights, "gamma": gamma, "dev_metrics": best, "history": state.history}
+            },  # fmt: skip
+            files={"head.safetensors": lambda p: save_file(head, str(p), metadata={"format": "pt"})},
         )
 
     return save_best

@@ -29,6 +29,7 @@ from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from plmkit import faults
 from plmkit.config import LoopConfig
 from plmkit.data.batching import BucketBatchSampler, EpochDataset
 from plmkit.errors import TrainingError
@@ -111,6 +112,7 @@ def prefer_fast_attention(model: torch.nn.Module, precision: str, device: torch.
 def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, state: LoopState) -> None:
     with atomic_dir(path) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
+        faults.point("checkpoint.files")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         atomic_write_json(tmp / "loop_state.json", state.__dict__)
@@ -301,6 +303,7 @@ def run_epoch(run: Run, loss_fn: LossFn, callbacks: Sequence[Callback], before_b
             state.seconds = time.monotonic() - run.started
             if cfg.save_steps and state.step % cfg.save_steps == 0:
                 run.checkpoint()
+            faults.point("step")
             for callback in callbacks:
                 callback(state)
             if run.out_of_budget():

@@ -105,6 +105,7 @@ def test_changed_truncation_or_model_never_reuses_the_cache(mixed, tiny_model_di
     key = next(k for k in state if k.endswith("encoder.layer.0.output.dense.weight"))
     state[key] = state[key] + 0.01
     save_file(state, str(other / "model.safetensors"), metadata={"format": "pt"})
+    (other / "manifest.json").unlink()  # weights changed on purpose: the manifest would refuse them
     changed = api.train(
         str(toy_data["train"]),
         tmp_path / "changed",
