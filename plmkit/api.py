@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from plmkit import faults
 from plmkit.config import PretrainConfig, TrainConfig, build_config
 from plmkit.data.examples import Example
 from plmkit.errors import DataError
-from plmkit import faults
-from plmkit.io import atomic_path
+from plmkit.io import atomic_path, output_lock
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 DEMO_SENTENCES = [
@@ -36,7 +37,9 @@ def pretrain(
     """Pretrain an encoder on `corpus` (text files or builtin:default); see plmkit.pretrain.run."""
     from plmkit.pretrain.run import pretrain as run
 
-    return run(corpus, output, build_config(PretrainConfig, config, overrides), resume=resume, command=command)
+    cfg = build_config(PretrainConfig, config, overrides)
+    with output_lock(output):
+        return run(corpus, output, cfg, resume=resume, command=command)
 
 
 def _texts(specs: Sequence[str]) -> list[str]:
@@ -85,15 +88,9 @@ def train(
     """Fine-tune a model on a file or builtin:NAME; the best model by dev metric is saved at `output`."""
     from plmkit.train.run import train as run
 
-    return run(
-        train_data,
-        output,
-        build_config(TrainConfig, config, overrides),
-        dev_spec=dev,
-        resume=resume,
-        command=command,
-        callbacks=callbacks,
-    )
+    cfg = build_config(TrainConfig, config, overrides)
+    with output_lock(output):
+        return run(train_data, output, cfg, dev_spec=dev, resume=resume, command=command, callbacks=callbacks)
 
 
 def evaluate(
@@ -106,31 +103,81 @@ def evaluate(
     return run(model, data, encoding=encoding, output=output)
 
 
-def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
-    from plmkit.data.readers import read_examples
+def _stdin_lines() -> Iterator[bytes | None]:
+    """Standard input's lines, as bytes cut after each b"\n" (only there, as files' lines are), as they
+    arrive; None whenever every line read so far has been given and no more input is ready yet (a pipe or
+    a terminal waiting on its writer), so that predict answers what came before it waits. Without a file
+    descriptor to poll (a stand-in stream, Windows' pipes): the lines only."""
+    import os
+    import select
+
+    stream = sys.stdin.buffer
+    try:
+        fd = stream.fileno()
+        select.select([fd], [], [], 0)
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both of the first two
+        yield from stream
+        return
+    unfinished: list[bytes] = []  # the start of a line whose line feed has not come yet
+    while True:
+        if not select.select([fd], [], [], 0)[0]:
+            yield None
+        data = os.read(fd, 1 << 16)
+        if not data:
+            break
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            unfinished.append(data[start : end + 1])
+            yield b"".join(unfinished)
+            unfinished, start = [], end + 1
+        if start < len(data):
+            unfinished.append(data[start:])
+    if unfinished:
+        yield b"".join(unfinished)
+
+
+def _stdin_examples(pair: bool, encoding: str) -> Iterator[Example | None]:
+    """One text (TEXT<tab>TEXT_PAIR for a pair model) a line of standard input, read as they are taken; None
+    where no more input is ready yet (`_stdin_lines`)."""
+    n, found = 0, False
+    for raw in _stdin_lines():
+        if raw is None:
+            yield None
+            continue
+        n += 1
+        try:
+            line = raw.decode(encoding).removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError as e:
+            hint = "; pass --encoding gbk" if encoding.lower().replace("-", "") == "utf8" else ""
+            raise DataError(f"not valid {encoding} (byte 0x{raw[e.start]:02x}){hint}", path="<stdin>", line=n) from None
+        if not line.strip():
+            continue
+        text, _, text_pair = line.partition("\t") if pair else (line, "", "")
+        if pair and not text_pair:
+            raise DataError("expected TEXT<tab>TEXT_PAIR", path="<stdin>", line=n)
+        found = True
+        yield Example(text=text, text_pair=text_pair or None, where=f"<stdin>:{n}")
+    if not found:
+        raise DataError("no input", path="<stdin>")
+
+
+def _iter_predict_input(
+    path: str, pair: bool, encoding: str, text_column: str, pair_column: str
+) -> Iterator[Example | None]:
+    """The examples of a file or of standard input (`-`), read as they are taken; standard input also gives
+    None where no more input is ready yet. An unknown encoding, a file not there or of an unknown type:
+    an error at once."""
+    import codecs
+
+    from plmkit.data.readers import iter_examples
 
     if path == "-":
-        examples = []
-        for n, raw in enumerate(sys.stdin.buffer, 1):  # lines end at b"\n" only, as files' do
-            try:
-                line = raw.decode(encoding).removesuffix("\n").removesuffix("\r")
-            except UnicodeDecodeError as e:
-                hint = "; pass --encoding gbk" if encoding.lower().replace("-", "") == "utf8" else ""
-                raise DataError(
-                    f"not valid {encoding} (byte 0x{raw[e.start]:02x}){hint}", path="<stdin>", line=n
-                ) from None
-            except LookupError:
-                raise DataError(f"unknown encoding {encoding!r}", path="<stdin>") from None
-            if not line.strip():
-                continue
-            text, _, text_pair = line.partition("\t") if pair else (line, "", "")
-            if pair and not text_pair:
-                raise DataError("expected TEXT<tab>TEXT_PAIR", path="<stdin>", line=n)
-            examples.append(Example(text=text, text_pair=text_pair or None, where=f"<stdin>:{n}"))
-        if not examples:
-            raise DataError("no input", path="<stdin>")
-        return examples
-    return read_examples(
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise DataError(f"unknown encoding {encoding!r}", path="<stdin>") from None
+        return _stdin_examples(pair, encoding)
+    return iter_examples(
         path,
         text_column=text_column,
         text_pair_column=pair_column if pair else None,
@@ -139,26 +186,95 @@ def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, 
     )
 
 
-def write_predictions(rows: list[dict[str, Any]], output: str | Path) -> None:
-    """JSONL or CSV by extension; written to a temporary file and renamed into place."""
+def _read_predict_input(path: str, pair: bool, encoding: str, text_column: str, pair_column: str) -> list[Example]:
+    """All the examples of a file or of standard input (`-`)."""
+    return [ex for ex in _iter_predict_input(path, pair, encoding, text_column, pair_column) if ex is not None]
+
+
+def check_output_file(output: str | Path) -> None:
+    """Refuse, before any work, an output that predictions cannot be written to: a directory, or a name
+    without .jsonl, .json or .csv."""
     output = Path(output)
-    with atomic_path(output) as tmp:
-        if output.suffix.lower() == ".csv":
-            prob_keys = list(rows[0].get("probabilities", {})) if rows else []
-            base = [k for k in rows[0] if k != "probabilities"] if rows else ["text"]
+    if output.is_dir():
+        raise DataError("is a directory; --output takes a file name (FILE.jsonl or FILE.csv)", path=str(output))
+    if output.suffix.lower() not in (".csv", ".jsonl", ".json"):
+        raise DataError("unknown output type; use .jsonl or .csv", path=str(output))
+
+
+def write_predictions(rows: Iterable[dict[str, Any]], output: str | Path) -> int:
+    """JSONL or CSV by extension, a row at a time as `rows` gives them (an iterator, such as
+    `predict_stream`'s, is predicted while it is written); written to a temporary file, under the output's
+    lock, and renamed into place after the last row (an error on the way leaves `output` as it was). The
+    number of rows written."""
+    output = Path(output)
+    check_output_file(output)
+    kind = output.suffix.lower()
+    rows, n = iter(rows), 0
+    with output_lock(output), atomic_path(output) as tmp:
+        if kind == ".csv":
+            first = next(rows, None)
+            prob_keys = list(first.get("probabilities", {})) if first else []
+            base = [k for k in first if k != "probabilities"] if first else ["text"]
             cell = lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v  # noqa: E731
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(base + [f"p({k})" for k in prob_keys])
-                for row in rows:
+                for row in itertools.chain([first] if first else [], rows):
                     w.writerow([cell(row[k]) for k in base] + [row["probabilities"][k] for k in prob_keys])
-        elif output.suffix.lower() in (".jsonl", ".json"):
+                    n += 1
+                    faults.point("output.write")
+        else:
             with open(tmp, "w", encoding="utf-8") as f:
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    n += 1
                     faults.point("output.write")
-        else:
-            raise DataError("unknown output type; use .jsonl or .csv", path=str(output))
+    return n
+
+
+def predict_stream(
+    model: str | Path,
+    *,
+    input: str | None = None,
+    text: str | None = None,
+    text_pair: str | None = None,
+    question: str | None = None,
+    context: str | None = None,
+    encoding: str | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """`predict`'s rows one at a time, in input order, the input read, featurized and predicted `chunk_size`
+    records at a time (default plmkit.train.run.PREDICT_CHUNK; 0: all at once): memory does not grow with
+    the input, and the rows of standard input come as soon as what was read is predicted. The model is
+    loaded and the input opened here (a bad model, a missing file: an error at once); a bad line is an
+    error when reading reaches it, after the rows before it. `write_predictions(predict_stream(...), OUT)`
+    writes a file of any length."""
+    from plmkit.errors import ConfigError
+    from plmkit.train.run import PREDICT_CHUNK, load, predict_rows
+
+    if chunk_size is not None and chunk_size < 0:
+        raise ConfigError(f"chunk size: {chunk_size} records at a time; give 1 or more (0: the whole input at once)")
+    loaded = load(model)
+    records: Iterable[Any]
+    if question is not None or context is not None:
+        if not (question or "").strip() or not (context or "").strip():
+            raise DataError("--question and --context: give both, neither empty")
+        records = [Example(text=question, text_pair=context)]
+    elif text is not None:
+        if not text.strip():
+            raise DataError("--text is empty")
+        records = [Example(text=text, text_pair=text_pair)]
+    elif loaded.task.read_input is not None:
+        records = loaded.task.read_input(input, encoding or "utf-8")
+    else:
+        records = _iter_predict_input(
+            input,
+            loaded.task.pair,
+            encoding or "utf-8",
+            loaded.meta.get("text_column", "text"),
+            loaded.meta.get("text_pair_column", "text_pair"),
+        )
+    return predict_rows(loaded, records, chunk_size=PREDICT_CHUNK if chunk_size is None else chunk_size)
 
 
 def predict(
@@ -171,32 +287,25 @@ def predict(
     context: str | None = None,
     output: str | Path | None = None,
     encoding: str | None = None,
+    chunk_size: int | None = None,
 ) -> list[dict[str, Any]]:
     """Predict for a file, standard input (`-`), one text (and pair), or one question about a context (a qa
-    model); rows in input order, written to `output` when given."""
-    from plmkit.train.run import load
-    from plmkit.train.run import predict as run
-
-    loaded = load(model)
-    if question is not None or context is not None:
-        if not (question or "").strip() or not (context or "").strip():
-            raise DataError("--question and --context: give both, neither empty")
-        examples = [Example(text=question, text_pair=context)]
-    elif text is not None:
-        if not text.strip():
-            raise DataError("--text is empty")
-        examples = [Example(text=text, text_pair=text_pair)]
-    elif loaded.task.read_input is not None:
-        examples = loaded.task.read_input(input, encoding or "utf-8")
-    else:
-        examples = _read_predict_input(
-            input,
-            loaded.task.pair,
-            encoding or "utf-8",
-            loaded.meta.get("text_column", "text"),
-            loaded.meta.get("text_pair_column", "text_pair"),
+    model); rows in input order, written to `output` when given. The list holds every row: for an input of
+    any length, `predict_stream` (and `write_predictions`) keep memory flat."""
+    if output is not None:
+        check_output_file(output)
+    rows = list(
+        predict_stream(
+            model,
+            input=input,
+            text=text,
+            text_pair=text_pair,
+            question=question,
+            context=context,
+            encoding=encoding,
+            chunk_size=chunk_size,
         )
-    rows = run(model, examples, loaded=loaded)
+    )
     if output is not None:
         write_predictions(rows, output)
     return rows
@@ -225,20 +334,22 @@ def distill(
     model. See plmkit.train.distill."""
     from plmkit.train.distill import distill as run
 
-    return run(
-        str(teacher),
-        student,
-        train_data,
-        output,
-        build_config(TrainConfig, config, overrides),
-        dev_spec=dev,
-        unlabeled=_texts(unlabeled) if unlabeled else None,
-        temperature=temperature,
-        alpha=alpha,
-        vector_weight=vector_weight,
-        augment=augment,
-        command=command,
-    )
+    cfg = build_config(TrainConfig, config, overrides)
+    with output_lock(output):
+        return run(
+            str(teacher),
+            student,
+            train_data,
+            output,
+            cfg,
+            dev_spec=dev,
+            unlabeled=_texts(unlabeled) if unlabeled else None,
+            temperature=temperature,
+            alpha=alpha,
+            vector_weight=vector_weight,
+            augment=augment,
+            command=command,
+        )
 
 
 def export(
@@ -260,9 +371,16 @@ def export(
 
     if format != "onnx":
         raise DataError(f"format: {format!r} is not one of: onnx")
-    return run(
-        model, output, quantize=quantize, check=check, check_limit=check_limit, smooth=smooth, calibration=calibration
-    )
+    with output_lock(output):
+        return run(
+            model,
+            output,
+            quantize=quantize,
+            check=check,
+            check_limit=check_limit,
+            smooth=smooth,
+            calibration=calibration,
+        )
 
 
 def serve(model: str | Path, *, config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> None:

@@ -172,6 +172,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--context", help="a qa model: the text the answer is read from")
     pr.add_argument("--output", help="FILE.jsonl or FILE.csv; standard output when omitted")
     pr.add_argument("--encoding", default=None)
+    pr.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="records read, predicted and written at a time (default 2048; 0: the whole input at once)",
+    )
 
     ds = sub.add_parser("distill", help="train a smaller, faster student on a fine-tuned teacher's soft labels")
     ds.add_argument("--teacher", required=True, help="a model directory that plmkit train saved")
@@ -359,19 +365,23 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{key}: {value}")
                 print(f"report: {Path(output) / 'report.html'}")
         elif args.command == "predict":
-            rows = api.predict(
+            if args.output is not None:
+                api.check_output_file(args.output)  # before the model loads
+            rows = api.predict_stream(  # read, predicted and written a chunk at a time: flat memory
                 args.model,
                 input=args.input,
                 text=args.text,
                 text_pair=args.text_pair,
                 question=args.question,
                 context=args.context,
-                output=args.output,
                 encoding=args.encoding,
+                chunk_size=args.chunk_size,
             )
             if args.output is None:
-                for row in rows:
-                    print(json.dumps(row, ensure_ascii=False))
+                for row in rows:  # flushed: a pipe's reader has each row as soon as its chunk is predicted
+                    print(json.dumps(row, ensure_ascii=False), flush=True)
+            else:
+                api.write_predictions(rows, args.output)
             return 0
         elif args.command == "distill":
             result = api.distill(
@@ -431,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         message = _first_line(str(e))
         print(f"plmkit {args.command}: error: {type(e).__name__}{': ' + message if message else ''}", file=sys.stderr)
         return 1
+    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch` the main process (RANK 0) reports
+        return 0
     if getattr(args, "json", False) or args.command in (
         "train",
         "pretrain",

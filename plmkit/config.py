@@ -96,7 +96,8 @@ class TrainConfig:
     model: str = "default-zh"
     max_length: int = field(default=128, metadata={"min": 2})
     truncation: Literal["head", "tail", "head_tail"] = "head"
-    head_tokens: int | None = None  # head_tail: tokens kept from the start; default 128/510 of the budget
+    # head_tail: tokens kept from the start, below max_length; default 128/510 of the budget
+    head_tokens: int | None = field(default=None, metadata={"min": 0})
     text_column: str = "text"
     text_pair_column: str = "text_pair"
     label_column: str = "label"
@@ -498,3 +499,11 @@ def check_applicable(cfg: TrainConfig, options: Collection[str]) -> None:
             f"bigram_buckets: 0 (off) or at least 2, and bigram_dim at least 1; got "
             f"{cfg.bigram_buckets} and {cfg.bigram_dim}"
         )
+    if cfg.head_tokens is not None and "head_tokens" in options:
+        if cfg.truncation != "head_tail":
+            raise ConfigError(f"head_tokens: applies to truncation=head_tail, not to truncation={cfg.truncation}")
+        if cfg.head_tokens >= cfg.max_length:
+            raise ConfigError(
+                f"head_tokens: {cfg.head_tokens} is not below max_length ({cfg.max_length}); the tail gets what "
+                "max_length leaves after the head and the special tokens"
+            )

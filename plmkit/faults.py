@@ -2,6 +2,7 @@
 anywhere leaves every output whole and `--resume` exact.
 
 Set `PLMKIT_FAULT=POINT` (the first time POINT is reached) or `PLMKIT_FAULT=POINT:N` (the N-th time).
+Under `accelerate launch` every process reads it; `PLMKIT_FAULT_RANK=R` kills only the process of RANK R.
 The points, and what each interrupts:
 
     step                after an optimiser step (mid-epoch, between checkpoints)
@@ -10,7 +11,8 @@ The points, and what each interrupts:
                         the new one in
     save.files          between the files of a model directory being written (best-model or final save)
     save.commit         between the files of a model directory being moved into place
-    output.write        in the middle of writing an output file (predictions, an export, results)
+    output.write        in the middle of writing predictions to a file
+    output.rename       after an output file is written under its temporary name, before its rename
 
 Unset (the normal case), `point()` is one dictionary lookup.
 """
@@ -30,7 +32,8 @@ def point(name: str) -> None:
     if not spec:
         return
     want, _, count = spec.partition(":")
-    if want != name:
+    rank = os.environ.get("RANK", "0")
+    if want != name or os.environ.get("PLMKIT_FAULT_RANK", rank) != rank:
         return
     _reached[name] += 1
     if _reached[name] == int(count or 1):

@@ -27,11 +27,16 @@ class EpochDataset(Dataset):
 
 class BucketBatchSampler(Sampler[list[int]]):
     """Shuffle, sort by length inside windows of batch_size * bucket_size, cut into
-    batches, shuffle the batches. Similar lengths share a batch, so padding is small."""
+    batches, shuffle the batches. Similar lengths share a batch, so padding is small.
+
+    Iterating gives the epoch's batches from `start` on (a resumed run sets it to the batches already
+    consumed). The size is kept as `size`, not `batch_size`: Accelerate's sharding across processes reads
+    a `batch_size` attribute as a promise that every batch has it, and drops a round of batches wherever the
+    short one (the end of the last window) lands at its last process."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, bucket_size: int = 50, shuffle: bool = True):
-        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
-        self.bucket_size, self.shuffle, self.epoch = bucket_size, shuffle, 0
+        self.lengths, self.size, self.seed = list(lengths), batch_size, seed
+        self.bucket_size, self.shuffle, self.epoch, self.start = bucket_size, shuffle, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -40,22 +45,27 @@ class BucketBatchSampler(Sampler[list[int]]):
         n = len(self.lengths)
         if not self.shuffle:
             order = sorted(range(n), key=lambda i: self.lengths[i])
-            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+            return [order[i : i + self.size] for i in range(0, n, self.size)]
         gen = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         order = torch.randperm(n, generator=gen).tolist()
-        window = self.batch_size * max(1, self.bucket_size)
+        window = self.size * max(1, self.bucket_size)
         batches = []
         for start in range(0, n, window):
             chunk = sorted(order[start : start + window], key=lambda i: self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            batches += [chunk[i : i + self.size] for i in range(0, len(chunk), self.size)]
         perm = torch.randperm(len(batches), generator=gen).tolist()
         return [batches[i] for i in perm]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self.batches()[self.start :])
+
+    @property
+    def total(self) -> int:
+        """Batches in a whole epoch."""
+        return (len(self.lengths) + self.size - 1) // self.size
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        return max(0, self.total - self.start)
 
 
 def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:

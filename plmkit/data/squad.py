@@ -9,11 +9,12 @@ there, at `answer_start`; an error names the file, the question (id and position
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plmkit.data.readers import lines, read_text
+from plmkit.data.readers import iter_lines, read_text
 from plmkit.errors import DataError
 
 
@@ -105,12 +106,18 @@ def read_squad_json(path: str | Path, encoding: str = "utf-8") -> list[QARecord]
     return out
 
 
-def read_qa_jsonl(path: str | Path, encoding: str = "utf-8", labelled: bool = True) -> list[QARecord]:
-    """One {"id", "question", "context", "answers"} a line; `id` defaults to the line number; without
-    `labelled`, answers are not read."""
-    path = str(path)
-    out = []
-    for n, line in enumerate(lines(read_text(path, encoding)), 1):
+def iter_qa_jsonl(path: str | Path, encoding: str = "utf-8", labelled: bool = True) -> Iterator[QARecord]:
+    """One {"id", "question", "context", "answers"} a line, read as the records are taken (memory does not
+    grow with the file); `id` defaults to the line number; without `labelled`, answers are not read. A
+    file that is not there, a directory or an unknown encoding is an error at once; the rest when reading
+    reaches the line, and "no questions" at the end."""
+    return _qa_jsonl(str(path), iter_lines(path, encoding), labelled)
+
+
+def _qa_jsonl(path: str, raw_lines: Iterator[str], labelled: bool) -> Iterator[QARecord]:
+    found = False
+    for n, line in enumerate(raw_lines, 1):
+        line = line.removesuffix("\n").removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -122,10 +129,16 @@ def read_qa_jsonl(path: str | Path, encoding: str = "utf-8", labelled: bool = Tr
         context = _text(obj, "context", path, at, n)
         question = _text(obj, "question", path, at, n)
         answers = _answers(obj, context, qid, path, at, n) if labelled else None
-        out.append(QARecord(qid, question, context, answers))
-    if not out:
+        found = True
+        yield QARecord(qid, question, context, answers)
+    if not found:
         raise DataError("no questions", path=path)
-    return out
+
+
+def read_qa_jsonl(path: str | Path, encoding: str = "utf-8", labelled: bool = True) -> list[QARecord]:
+    """One {"id", "question", "context", "answers"} a line; `id` defaults to the line number; without
+    `labelled`, answers are not read."""
+    return list(iter_qa_jsonl(path, encoding, labelled))
 
 
 def read_qa(path: str | Path, encoding: str = "utf-8", labelled: bool = True) -> list[QARecord]:

@@ -60,7 +60,15 @@ def cross_validate(
     """Train one model per fold of `train`; score each on its held-out fold, and the ensemble of them on
     `test` (a builtin data set's test split by default). Writes results.json, report.md / report.html,
     oof.jsonl (the out-of-fold predictions, one row per training record, in input order) and
-    test_predictions.jsonl in `output`, and one model directory per fold."""
+    test_predictions.jsonl in `output`, and one model directory per fold. Run again after an interruption,
+    it goes on where it stopped."""
+    from plmkit.io import output_lock
+
+    with output_lock(output):
+        return _cross_validate(task, model, train, output, folds, test, config, overrides, command)
+
+
+def _cross_validate(task, model, train, output, folds, test, config, overrides, command) -> dict[str, Any]:
     from plmkit.config import TrainConfig, build_config
     from plmkit.io import atomic_write_json, atomic_write_text
     from plmkit.registry import TASKS

@@ -232,6 +232,7 @@ def export(
     (labelled data; default the model's dev data, else its training data; at most `check_limit` records)
     is reported and saved."""
     from plmkit.io import atomic_dir, atomic_write_json
+    from plmkit.models.saving import write_manifest
     from plmkit.train.run import load
 
     if quantize not in (None, "int8"):
@@ -296,4 +297,5 @@ def export(
         report |= {"bytes": (tmp / ONNX_FILE).stat().st_size, "seconds": round(time.time() - started, 1)}
         atomic_write_json(tmp / "export.json", report)
         atomic_write_json(tmp / "plmkit.json", loaded.meta | {"export": report | {"from": str(source)}})
+        write_manifest(tmp)
     return report | {"output": str(output)}

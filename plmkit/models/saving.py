@@ -24,7 +24,7 @@ from typing import Any
 
 from plmkit import faults
 from plmkit.errors import ModelError
-from plmkit.io import plain_mode, sweep_stale, temporary_prefix
+from plmkit.io import plain_mode, sweep_stale, temporary_prefix, write_failure, writing
 
 MANIFEST = "manifest.json"
 COMMIT = ".save.commit"
@@ -46,6 +46,13 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     except (ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{path}: damaged manifest ({e}); save the model again") from None
     return files
+
+
+def write_manifest(folder: Path, kept: dict[str, dict[str, Any]] | None = None) -> None:
+    """`folder/manifest.json`: each file's size and hash, plus the `kept` entries of files written before."""
+    written = {f.name: {"size": f.stat().st_size, "blake2b": file_digest(f)} for f in folder.iterdir() if f.is_file()}
+    manifest = {"files": dict(sorted(((kept or {}) | written).items()))}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def finish_commit(path: Path) -> None:
@@ -77,10 +84,11 @@ def save_model_dir(
     `files` NAME -> writer(path) into `path`, all or nothing. Without a model, the files already there stay
     and only the given ones are replaced (a feature-mode head saved beside an encoder saved once)."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    finish_commit(path)  # what a save killed after its commit left
-    sweep_stale(path, "save")  # what a save killed before it left
-    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("save"), suffix=".tmp", dir=path))
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+        finish_commit(path)  # what a save killed after its commit left
+        sweep_stale(path, "save")  # what a save killed before it left
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("save"), suffix=".tmp", dir=path))
     try:
         if model is not None:
             model.save_pretrained(tmp, safe_serialization=True)
@@ -94,13 +102,14 @@ def save_model_dir(
             (tmp / name).write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         if any(f.is_dir() for f in tmp.iterdir()):
             raise ModelError(f"{path}: a saved model directory holds files only")  # never: nothing writes folders
-        written = {f.name: {"size": f.stat().st_size, "blake2b": file_digest(f)} for f in tmp.iterdir()}
-        kept = {n: e for n, e in _read_manifest(path / MANIFEST).items() if n not in written and (path / n).is_file()}
-        manifest = {"files": dict(sorted((kept | written).items()))}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        kept = {n: e for n, e in _read_manifest(path / MANIFEST).items() if (path / n).is_file()}
+        write_manifest(tmp, kept)
         os.replace(tmp, path / COMMIT)  # the commit: from here on, the new save is what the directory holds
-    except BaseException:
+    except BaseException as e:
+        failure = write_failure(path, e)
         shutil.rmtree(tmp, ignore_errors=True)
+        if failure is not None:
+            raise failure from None
         raise
     finish_commit(path)
 

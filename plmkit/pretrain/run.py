@@ -14,13 +14,14 @@ from plmkit.data.builtin import CORPORA
 from plmkit.data.readers import read_corpus_file
 from plmkit.data.truncation import layout
 from plmkit.errors import DataError
-from plmkit.io import atomic_write_json
 from plmkit.models.encoders import load_tokenizer, resolve_model
+from plmkit.models.saving import save_model_dir
 from plmkit.pretrain.archs import check_options
 from plmkit.pretrain.masking import example_generator
 from plmkit.pretrain.objectives import pack_corpus
 from plmkit.report.plots import plot_loss_curve
 from plmkit.train.loop import train_loop
+from plmkit.train.processes import across_processes, from_main, is_main_process, main_first
 
 
 def read_corpus(specs: Sequence[str], encoding: str = "utf-8") -> list[str]:
@@ -48,14 +49,12 @@ def pretrain(
     torch.manual_seed(cfg.loop.seed)
     lines = read_corpus(corpus)
     if cfg.init:
-        source = resolve_model(cfg.init)
+        source = main_first(lambda: resolve_model(cfg.init))  # a shipped model is converted on first use: once
         tokenizer = load_tokenizer(source)
         model = arch.load(source, cfg, tokenizer)
-    elif resume and (output / "tokenizer.json").is_file():
-        tokenizer = load_tokenizer(str(output))
-        model = arch.build(cfg, tokenizer)
-    else:
-        tokenizer = arch.make_tokenizer(lines, cfg)
+    else:  # under `accelerate launch` the main process makes it and every process gets that one
+        reuse = resume and (output / "tokenizer.json").is_file()
+        tokenizer = from_main(lambda: load_tokenizer(str(output)) if reuse else arch.make_tokenizer(lines, cfg))
         model = arch.build(cfg, tokenizer)
     segments = pack_corpus(lines, tokenizer, cfg.max_length, cfg.whole_word)  # room for the tokenizer's specials
     held = {
@@ -68,23 +67,34 @@ def pretrain(
     specials = layout(tokenizer).n_special(pair=False)
     tokens = sum(len(s["ids"]) + specials for s in train)
     parameters = sum(p.numel() for p in model.parameters())
-    print(
-        f"{arch.name}: corpus {len(lines)} lines, {len(train)} training segments ({tokens} tokens), "
-        f"{len(dev)} held out; vocabulary {len(tokenizer)}; parameters {parameters / 1e6:.2f}M"
-    )
+    if is_main_process():
+        print(
+            f"{arch.name}: corpus {len(lines)} lines, {len(train)} training segments ({tokens} tokens), "
+            f"{len(dev)} held out; vocabulary {len(tokenizer)}; parameters {parameters / 1e6:.2f}M"
+        )
 
     def collate(items, dynamic=cfg.dynamic_masking):
         c = cfg if dynamic == cfg.dynamic_masking else dataclasses.replace(cfg, dynamic_masking=dynamic)
         return arch.collate(items, tokenizer, c, train)
 
     def evaluate(model, accelerator) -> dict[str, float]:
-        total, n = 0.0, 0
-        for start in range(0, len(dev), cfg.loop.eval_batch_size):
-            items = [(0, start + j, s) for j, s in enumerate(dev[start : start + cfg.loop.eval_batch_size])]
-            batch = {k: v.to(accelerator.device) for k, v in collate(items, dynamic=False).items()}
-            total += arch.loss(model, batch).item() * len(items)
-            n += len(items)
-        return {"dev_loss": total / max(1, n)}
+        """The mean loss over the held-out segments; under `accelerate launch` each process takes a share of
+        the batches and every process sums all of them, in the same order, to the same value."""
+        model, size = accelerator.unwrap_model(model), cfg.loop.eval_batch_size
+        starts = range(0, len(dev), size)
+
+        def losses(batches: list[int]) -> list[float]:  # loss * items, per batch
+            out = []
+            for start in (starts[b] for b in batches):
+                items = [(0, start + j, s) for j, s in enumerate(dev[start : start + size])]
+                batch = {k: v.to(accelerator.device) for k, v in collate(items, dynamic=False).items()}
+                out.append(arch.loss(model, batch).item() * len(items))
+            return out
+
+        total = 0.0
+        for value in across_processes([1] * len(starts), losses):
+            total += value
+        return {"dev_loss": total / max(1, len(dev))}
 
     started = time.time()
 
@@ -121,11 +131,12 @@ def pretrain(
         resume=resume,
     )
     result = log(state)
-    atomic_write_json(output / "pretrain_log.json", result)
-    plot_loss_curve(
-        state.losses,
-        output / "loss_curve.png",
-        f"{arch.name}: {arch.objective} loss",
-        dev=[[h["step"], h["dev_loss"]] for h in state.history if "dev_loss" in h],
-    )
+    if is_main_process():  # under `accelerate launch` the others write nothing
+        save_model_dir(output, extra={"pretrain_log.json": result})  # the whole run's log, in the model's manifest
+        plot_loss_curve(
+            state.losses,
+            output / "loss_curve.png",
+            f"{arch.name}: {arch.objective} loss",
+            dev=[[h["step"], h["dev_loss"]] for h in state.history if "dev_loss" in h],
+        )
     return result

@@ -32,7 +32,7 @@ Shapes: B batch, T tokens, U units, H hidden, C classes, K tags, N items.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,8 +96,9 @@ class Task:
     greater_is_better: bool = True
     count_name: str = "examples"  # what `evaluate` counts: examples, sentences, questions
     modes: tuple[str, ...] = ("finetune", "partial", "features")  # the training modes it takes
-    # predict's --input FILE (path, encoding) -> records; None: texts (and pairs) by column, or stdin lines
-    read_input: Callable[[str, str], list[Any]] | None = None
+    # predict's --input FILE (path, encoding) -> records, a list or an iterator that reads as predict takes
+    # them (predict works through them in chunks); None: texts (and pairs) by column, or stdin lines
+    read_input: Callable[[str, str], Iterable[Any]] | None = None
 
 
 def pad_hidden(feats: list[dict[str, Any]]) -> torch.Tensor:

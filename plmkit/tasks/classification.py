@@ -90,6 +90,12 @@ def unlabelled(examples: Sequence[Example], *, pair: bool) -> list[Example]:
     for ex in examples:
         if pair and ex.text_pair is None:
             raise DataError("this model needs a text pair", path=ex.where or None)
+        if not pair and ex.text_pair is not None:  # it would be read as a second segment the model never saw
+            raise DataError(
+                "this model was trained on single texts; it takes no text pair (--text-pair)",
+                path=ex.where or None,
+                field="text_pair",
+            )
     return list(examples)
 
 

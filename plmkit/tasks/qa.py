@@ -25,7 +25,7 @@ Shapes: B batch, T tokens.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from plmkit.data.batching import pad
 from plmkit.data.examples import Example
-from plmkit.data.squad import QARecord, read_qa
+from plmkit.data.squad import QARecord, iter_qa_jsonl, read_qa
 from plmkit.data.tagging import Sentence
 from plmkit.data.truncation import Layout, backend_and_layout
 from plmkit.data.units import encode_sentences, unit_tokens_for
@@ -306,12 +306,15 @@ def read(spec: str, cfg, labelled: bool = True) -> list[QARecord]:
     return load_qa_builtin(spec) if spec.startswith("builtin:") else read_qa(spec, cfg.encoding, labelled)
 
 
-def read_input(path: str, encoding: str) -> list[QARecord]:
-    """predict's --input: SQuAD-shaped JSON or JSONL of {id, question, context}; answers are not read."""
+def read_input(path: str, encoding: str) -> Iterable[QARecord]:
+    """predict's --input: SQuAD-shaped JSON or JSONL of {id, question, context}; answers are not read. JSONL
+    is read a line at a time as predict takes the records; SQuAD JSON is one document, parsed whole."""
     if path == "-":
         raise DataError(
             "a qa model reads a .json or .jsonl file of questions and contexts, or --question and --context"
         )
+    if str(path).lower().endswith(".jsonl"):
+        return iter_qa_jsonl(path, encoding, labelled=False)
     return read_qa(path, encoding, labelled=False)
 
 

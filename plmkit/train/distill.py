@@ -163,6 +163,7 @@ def teacher_outputs(
     from plmkit.io import atomic_path
     from plmkit.train.features import items_digest
     from plmkit.train.infer import run_model
+    from plmkit.train.processes import is_main_process
 
     task = loaded.task
     examples = task.unlabelled([Example(text=r.text, text_pair=r.text_pair) for r in records])
@@ -190,7 +191,7 @@ def teacher_outputs(
             hooked.remove()
     scores = task.assemble(data, [row for row, _ in pairs]).float()  # (N, C)
     vectors = torch.stack([v for _, v in pairs]) if hooked and pairs else None  # (N, H)
-    if path is not None:
+    if path is not None and is_main_process():  # under `accelerate launch` the others read what it wrote
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file({"scores": scores} | ({"vectors": vectors} if vectors is not None else {}), str(tmp))
@@ -272,7 +273,9 @@ def distill(
     cache = teacher_cache(loaded)
 
     def teacher_scores(records) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scores, vectors = teacher_outputs(loaded, records, cache)
+        from plmkit.train.processes import main_first
+
+        scores, vectors = main_first(lambda: teacher_outputs(loaded, records, cache))  # the others read its cache
         return scores, vectors if vector_weight > 0 else None
 
     dtask = distillation_task(task, teacher_scores, temperature, alpha, build_model, vector_weight)

@@ -152,7 +152,28 @@ def cached_features(
 ) -> tuple[FeatureSet, bool]:
     """(features, whether they came from the disk cache): extracted once, then read back. With the
     disk cache the extraction writes straight into the cache file's mapping, so neither it nor
-    training holds every layer of every position in memory."""
+    training holds every layer of every position in memory.
+
+    Under `accelerate launch` with the disk cache the main process extracts (or finds) the file first and the
+    others wait for it, then map it (the page cache holds it once for all the processes of a machine); a
+    process that cannot see the file (another machine, without a shared file system) extracts for itself,
+    in memory: only the main process writes a cache. With feature_cache=memory each process extracts."""
+    from plmkit.train.processes import is_main_process, launched, main_first
+
+    if not (launched() and cfg.features.feature_cache == "disk"):
+        return _cached_features(encoder, key_model, items, pad_id, cfg, desc)
+    return main_first(lambda: _cached_features(encoder, key_model, items, pad_id, cfg, desc, write=is_main_process()))
+
+
+def _cached_features(
+    encoder,
+    key_model: Callable[[], str],
+    items: Sequence[dict[str, Any]],
+    pad_id: int,
+    cfg: TrainConfig,
+    desc: str,
+    write: bool = True,
+) -> tuple[FeatureSet, bool]:
     from contextlib import ExitStack
 
     from plmkit.train.feature_cache import write_mapped
@@ -168,7 +189,7 @@ def cached_features(
         if t is not None and len(t["offsets"]) == len(items) + 1:
             return FeatureSet(t["values"], t["offsets"], t["segments"]), True
     device = next(encoder.parameters()).device
-    if path is None:
+    if path is None or not write:
         return extract(encoder, items, pad_id, cfg.loop.eval_batch_size, device, cfg.loop.progress, desc), False
     meta = {"format": str(CACHE_FORMAT), "items": str(len(items))}
     with ExitStack() as stack:
@@ -224,8 +245,10 @@ def forward_cached(model: FeatureModel, batch: dict[str, torch.Tensor]) -> torch
     return model(batch)  # logits (B, C) or emissions (B, U, K)
 
 
-def run_head(task: Task, model: FeatureModel, store: FeatureSet, batch_size: int, device=None) -> list[Any]:
-    """The task's outputs per item of `store`, in input order."""
+def run_head(
+    task: Task, model: FeatureModel, store: FeatureSet, batch_size: int, device=None, across: bool = False
+) -> list[Any]:
+    """The task's outputs per item of `store`, in input order (`across`: see run_model)."""
     lengths = [store.length(i) for i in range(len(store))]
     return run_model(
         model,
@@ -236,6 +259,7 @@ def run_head(task: Task, model: FeatureModel, store: FeatureSet, batch_size: int
         batch_size,
         device,
         lengths=lengths,
+        across=across,
     )
 
 
@@ -253,11 +277,11 @@ def features_plan(
     meta: dict[str, Any],
 ):
     """Extract (or read back) every layer of the frozen encoder, then train a head on them."""
-    from accelerate import PartialState
+    from plmkit.train.processes import process_state
 
     encoder = load_encoder(source, trust_remote_code=cfg.trust_remote_code)
     encoder.requires_grad_(False)
-    encoder.to(PartialState().device)  # this process's GPU under `accelerate launch`; the CPU otherwise
+    encoder.to(process_state().device)  # this process's GPU under `accelerate launch`; the CPU otherwise
     started = time.time()
     key_model = functools.cache(lambda: fingerprint(encoder))  # hashed once, and only for the disk cache
     pad_id = tokenizer.pad_token_id
@@ -294,7 +318,9 @@ def features_plan(
     items = [{"index": i, key: it[key]} for i, it in enumerate(train.items)]
     predict_dev = None
     if dev_store is not None:
-        predict_dev = lambda m, device: run_head(task, m, dev_store, cfg.loop.eval_batch_size, device)  # noqa: E731
+        predict_dev = lambda m, device: run_head(  # noqa: E731
+            task, m, dev_store, cfg.loop.eval_batch_size, device, across=True
+        )
     return Plan(
         model,
         items,

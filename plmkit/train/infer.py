@@ -78,10 +78,12 @@ def run_model(
     device: torch.device | None = None,
     progress: bool = False,
     lengths: Sequence[int] | None = None,
+    across: bool = False,
 ) -> list[Any]:
     """The task's outputs for every item, in input order: `collate` batches the items, `forward` scores
     the batch, `outputs(model, scores, batch)` splits the scores into one output per item. `lengths`
-    sort the batches (default: each item's input_ids)."""
+    sort the batches (default: each item's input_ids). `across`: under `accelerate launch` each process
+    scores its share of the items and every process gets all the outputs (plmkit.train.processes)."""
     device = device or next(model.parameters()).device
 
     def run(idx: list[int]) -> list[Any]:
@@ -90,4 +92,13 @@ def run_model(
 
     with evaluating(model):
         lengths = lengths if lengths is not None else [len(it["input_ids"]) for it in items]
-        return in_sorted_batches(lengths, batch_size, run, progress=progress)
+        if not across:
+            return in_sorted_batches(lengths, batch_size, run, progress=progress)
+        from plmkit.train.processes import across_processes
+
+        def share(mine: list[int]) -> list[Any]:  # this process's items, batched by length among themselves
+            return in_sorted_batches(
+                [lengths[i] for i in mine], batch_size, lambda idx: run([mine[k] for k in idx]), progress=progress
+            )
+
+        return across_processes(lengths, share)

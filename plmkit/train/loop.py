@@ -37,8 +37,11 @@ from plmkit.io import atomic_dir, atomic_write_json, existing_dir
 from plmkit.models.dropout import restore_attention, use_fast_dropout
 from plmkit.models.encoders import eager_attention
 from plmkit.train.optim import build_optimizer, build_schedule
+from plmkit.train.processes import broadcast_float, process_state
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+# evaluate(model, accelerator): the model itself (not wrapped); under `accelerate launch` every process calls
+# it and must return the same metrics (score a share each and gather: plmkit.train.processes.across_processes)
 EvalFn = Callable[[torch.nn.Module, Accelerator], dict[str, float]]
 Callback = Callable[["LoopState"], None]
 
@@ -47,7 +50,10 @@ Callback = Callable[["LoopState"], None]
 class LoopState:
     step: int = 0  # optimiser steps taken
     epoch: int = 0  # current epoch
-    batches_done: int = 0  # batches consumed in the current epoch
+    # batches of the current epoch consumed, by all processes together: the epoch's batches are one list (a
+    # BucketBatchSampler's), process p of P takes every P-th from `batches_done` on, so a run resumes at the
+    # same batch under any number of processes
+    batches_done: int = 0
     best_metric: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -60,9 +66,13 @@ class LoopState:
     made_from: dict[str, Any] = field(default_factory=dict)
 
 
-def made_from(features: Sequence[dict[str, Any]], lengths: Sequence[int], cfg: LoopConfig) -> dict[str, Any]:
+def made_from(
+    features: Sequence[dict[str, Any]], lengths: Sequence[int], cfg: LoopConfig, processes: int = 1
+) -> dict[str, Any]:
     """What a checkpoint is only valid with: the training examples (a digest of their token ids, or their
-    lengths where they hold none), their number, and the options that fix the batches and the steps."""
+    lengths where they hold none), their number, and the options that fix the batches and the steps. An
+    optimiser step takes grad_accum batches on each of `processes` processes: the product is what must stay,
+    not either number (2 processes with grad_accum=1 step as 1 process with grad_accum=2)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(array("q", lengths).tobytes())
     for item in features:
@@ -70,16 +80,38 @@ def made_from(features: Sequence[dict[str, Any]], lengths: Sequence[int], cfg: L
         if ids is not None:
             digest.update(repr(ids.tolist() if isinstance(ids, torch.Tensor) else ids).encode())
     return {"examples": len(features), "data": digest.hexdigest(), "batch_size": cfg.batch_size,
-            "grad_accum": cfg.grad_accum, "seed": cfg.seed, "bucket_size": cfg.bucket_size}  # fmt: skip
+            "grad_accum": cfg.grad_accum, "processes": processes, "seed": cfg.seed,
+            "bucket_size": cfg.bucket_size}  # fmt: skip
+
+
+def batches_per_step(made: dict[str, Any]) -> int:
+    """Batches an optimiser step takes, over all processes (a checkpoint from before `processes` was recorded
+    ran in one)."""
+    return made.get("grad_accum", 1) * made.get("processes", 1)
 
 
 def check_made_from(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
     """TrainingError naming each difference between what the checkpoint at `path` was made from and now."""
     what = {"examples": "training examples", "data": "training data (token ids)"}
-    differ = [k for k in now if k in saved and saved[k] != now[k]]
-    if differ:
+    per_step = ("grad_accum", "processes")  # their product must stay (batches_per_step), not each
+    differ = [k for k in now if k in saved and saved[k] != now[k] and k not in per_step]
+    then_steps, now_steps = batches_per_step(saved), batches_per_step(now)
+    if differ or then_steps != now_steps:
         parts = [f"{what.get(k, k)}: {saved[k]} then, {now[k]} now" for k in differ if k != "data"]
         parts += [what["data"] + " differ"] if "data" in differ else []
+        if then_steps != now_steps:  # the one difference a resume can make up for: say how
+            p = now["processes"]
+            fix = (
+                f"grad_accum={then_steps // p} keeps it under {p} process{'es' if p > 1 else ''}"
+                if then_steps % p == 0
+                else f"{p} processes cannot share {then_steps} batches a step: resume under a number of "
+                f"processes that divides {then_steps}"
+            )
+            parts.append(
+                f"batches per optimiser step (grad_accum x processes): {then_steps} then "
+                f"({saved.get('grad_accum', 1)} x {saved.get('processes', 1)}), {now_steps} now "
+                f"({now['grad_accum']} x {p}); {fix}"
+            )
         raise TrainingError(
             f"{path}: the checkpoint was made from other training data or options ({'; '.join(parts)}); "
             "resume with the same ones, or run without --resume to start afresh"
@@ -140,12 +172,61 @@ def _is_better(value: float, best: float | None, greater_is_better: bool) -> boo
     return best is None or (value > best if greater_is_better else value < best)
 
 
+class Trainee(torch.nn.Module):
+    """The model and its loss function as one module, what Accelerate prepares: under several processes it is
+    wrapped in DistributedDataParallel, which synchronises the gradients only of what runs inside its own
+    forward, and loss functions call more than the model's forward (a pretraining family calls its
+    submodules: model.bert, model.cls). The loss function gets the model itself (model.config and the like
+    are there, not behind the wrapper)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def _autocast_model_forward(trainee: torch.nn.Module, model: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Under mixed precision, autocast where it was before the trainee existed: Accelerate's prepare put it on
+    the trainee's forward (the whole loss function); it goes back onto the model's own forward, outputs in
+    fp32, so a loss (a CRF's, a cross-entropy) is computed in fp32 as before and in one process or many."""
+    if not accelerator.native_amp:
+        return
+    from types import MethodType
+
+    from accelerate.utils import convert_outputs_to_fp32, get_mixed_precision_context_manager
+
+    trainee.__dict__.pop("forward", None)  # the class's own forward again
+    trainee.__dict__.pop("_original_forward", None)
+    context = get_mixed_precision_context_manager(accelerator.native_amp, accelerator.autocast_handler)
+    forward = model._original_forward = model.forward
+    if hasattr(forward, "__func__"):  # a bound method, as Accelerate's prepare does it
+        model.forward = MethodType(convert_outputs_to_fp32(context(forward.__func__)), model)
+    else:
+        model.forward = convert_outputs_to_fp32(context(forward))
+
+
+@dataclass
+class Clock:
+    """Training seconds so far, a resumed run's included. Under a time budget every process takes the main
+    process's count at each optimiser step (`tick`), so that all stop at the same step and give the schedule
+    the same time fraction: processes that disagreed would part ways (one stepping while another waits)."""
+
+    started: float  # time.monotonic() at the start, less the seconds of the run being resumed
+    seconds: float = 0.0  # as of the last tick
+
+    def tick(self, device: torch.device) -> None:
+        self.seconds = broadcast_float(time.monotonic() - self.started, device)
+
+
 @dataclass
 class Run:
     """Everything one training run holds between its steps."""
 
     accelerator: Accelerator
-    model: torch.nn.Module  # wrapped by Accelerate
+    model: torch.nn.Module  # the model itself: what is evaluated and saved
+    trainee: torch.nn.Module  # the model with its loss, prepared by Accelerate (DDP-wrapped under several processes)
     optimizer: Any
     scheduler: Any
     loader: DataLoader
@@ -154,13 +235,17 @@ class Run:
     state: LoopState
     cfg: LoopConfig
     checkpoint_path: Path
-    started: float  # time.monotonic() at the start, less the seconds of the run being resumed
+    clock: Clock
+
+    @property
+    def started(self) -> float:
+        return self.clock.started
 
     def out_of_budget(self) -> bool:
         cfg, state = self.cfg, self.state
         return bool(
             (cfg.max_steps and state.step >= cfg.max_steps)
-            or (cfg.time_budget_minutes and time.monotonic() - self.started >= 60 * cfg.time_budget_minutes)
+            or (cfg.time_budget_minutes and self.clock.seconds >= 60 * cfg.time_budget_minutes)
         )
 
     def checkpoint(self) -> None:
@@ -168,7 +253,7 @@ class Run:
         if self.accelerator.is_main_process:
             _save_checkpoint(
                 self.checkpoint_path,
-                self.accelerator.unwrap_model(self.model),
+                self.model,
                 self.optimizer,
                 self.scheduler,
                 self.state,
@@ -189,6 +274,7 @@ ScheduleFn = Callable[[torch.optim.Optimizer, int, Callable[[], float] | None], 
 
 def setup(
     model: torch.nn.Module,
+    loss_fn: LossFn,
     features: Sequence[dict[str, Any]],
     lengths: Sequence[int],
     collate: Callable,
@@ -203,8 +289,11 @@ def setup(
     """Accelerator, batches, optimiser and schedule, all prepared; the loop's state, from the checkpoint
     when resuming. `optimizer(model)` builds the optimiser; `schedule(optimizer, total_steps, time_fraction)`
     its learning-rate schedule."""
-    # parameters frozen after wrapping (gradual unfreezing) get no gradient: DDP must be told to expect that
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    processes = process_state().num_processes  # joins the launcher's process group (gloo without a GPU), if any
+    # parameters frozen after wrapping (gradual unfreezing) get no gradient, nor do those a loss leaves out (a
+    # tagger's pooler, BERT's NSP head when pretraining MLM alone): DDP must be told to expect that
+    unused = find_unused_parameters or processes > 1
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if unused else []
     # accelerate keeps its state process-wide: a second run in the same process with another precision
     # would be refused, so each run starts from a fresh state (the distributed process group is kept)
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -220,18 +309,23 @@ def setup(
     dataset = EpochDataset(features)
     sampler = BucketBatchSampler(lengths, cfg.batch_size, cfg.seed, cfg.bucket_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
-    opt = optimizer(model)
-    total_steps = math.ceil(len(sampler) / cfg.grad_accum) * cfg.epochs
+    opt = bare = optimizer(model)
+    # the loader, prepared, gives this process every num_processes-th batch of the sampler's (Accelerate's
+    # BatchSamplerShard; the last ones padded from the start of the epoch so every process takes as many)
+    trainee, opt, loader = accelerator.prepare(Trainee(model, loss_fn), opt, loader)
+    _autocast_model_forward(accelerator.unwrap_model(trainee), model, accelerator)
+    # the schedule counts optimiser steps, stepped once a step by the loop (a prepared scheduler would step
+    # num_processes times a step): P processes with grad_accum A follow the schedule of one with P * A
+    total_steps = math.ceil(len(loader) / cfg.grad_accum) * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-    started = time.monotonic()
+    clock = Clock(time.monotonic())
     time_fraction = None
     if cfg.time_budget_minutes:
-        time_fraction = lambda: (time.monotonic() - started) / (60 * cfg.time_budget_minutes)  # noqa: E731
-    scheduler = schedule(opt, total_steps, time_fraction)
-    model, opt, loader, scheduler = accelerator.prepare(model, opt, loader, scheduler)
+        time_fraction = lambda: clock.seconds / (60 * cfg.time_budget_minutes)  # noqa: E731
+    scheduler = schedule(bare, total_steps, time_fraction)
     path = output_dir / "checkpoint"
-    state, now = LoopState(), made_from(features, lengths, cfg)
+    state, now = LoopState(), made_from(features, lengths, cfg, accelerator.num_processes)
     if resume:
         found = existing_dir(path)
         if found is None:
@@ -243,56 +337,68 @@ def setup(
                 else "it stopped before its first checkpoint (one is written after each epoch; save_steps=N adds more)"
             )
             raise TrainingError(f"{path}: no checkpoint to resume from: {why}; run without --resume to start afresh")
-        state = _load_checkpoint(found, accelerator.unwrap_model(model), opt, scheduler)
+        state = _load_checkpoint(found, model, opt, scheduler)
         check_made_from(found, state.made_from, now)
         accelerator.print(f"resuming from step {state.step} (epoch {state.epoch + 1}, batch {state.batches_done})")
     state.made_from = now
-    started = time.monotonic() - state.seconds  # time_fraction reads this too: a resumed run keeps its budget
-    return Run(accelerator, model, opt, scheduler, loader, sampler, dataset, state, cfg, path, started)
+    clock.started = time.monotonic() - state.seconds  # a resumed run keeps its budget
+    clock.seconds = state.seconds
+    return Run(accelerator, model, trainee, opt, scheduler, loader, sampler, dataset, state, cfg, path, clock)
 
 
-def run_epoch(run: Run, loss_fn: LossFn, callbacks: Sequence[Callback], before_batch: Callback | None) -> None:
+def run_epoch(run: Run, callbacks: Sequence[Callback], before_batch: Callback | None) -> None:
     """The batches of the current epoch (the rest of it, when resuming mid-epoch), or up to the budget."""
-    accelerator, model, optimizer, state, cfg = run.accelerator, run.model, run.optimizer, run.state, run.cfg
+    accelerator, trainee, optimizer, state, cfg = run.accelerator, run.trainee, run.optimizer, run.state, run.cfg
+    processes, rank = accelerator.num_processes, accelerator.process_index
     run.dataset.epoch = state.epoch
-    batches = accelerator.skip_first_batches(run.loader, state.batches_done) if state.batches_done else run.loader
-    # Accelerate's loader sets the sampler's epoch from its own count of passes, which starts at 0 in a
-    # resumed process (every later epoch would replay the first one's order): tell it the real epoch
-    for loader in {id(run.loader): run.loader, id(batches): batches}.values():
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(state.epoch)
+    # the epoch's batches from `batches_done` on (the rest of it, when resuming mid-epoch, whatever number of
+    # processes consumed the first ones); Accelerate's loader sets the sampler's epoch from its own count of
+    # passes, which starts at 0 in a resumed process (every later epoch would replay the first one's order):
+    # tell it the real epoch
+    start, total = state.batches_done, run.sampler.total
     run.sampler.set_epoch(state.epoch)
-    model.train()
+    run.sampler.start = start
+    if hasattr(run.loader, "set_epoch"):
+        run.loader.set_epoch(state.epoch)
+    trainee.train()
+    per_process = math.ceil(total / processes)
     bar = tqdm(
-        total=len(run.loader),
-        initial=state.batches_done,
+        total=per_process,
+        initial=per_process - len(run.loader),
         desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
         disable=not (cfg.progress and accelerator.is_local_main_process),
         leave=False,
     )
     running, count = 0.0, 0
-    for batch in batches:
-        # dropout draws from a stream keyed by (seed, epoch, batch): a resumed run replays it exactly
-        torch.manual_seed(batch_seed(cfg.seed, state.epoch, state.batches_done))
+    for i, batch in enumerate(run.loader):
+        # dropout draws from a stream keyed by (seed, epoch, batch): a resumed run replays it exactly, and
+        # the batch's place in the epoch (not in this process's share) keys it under any number of processes
+        torch.manual_seed(batch_seed(cfg.seed, state.epoch, start + i * processes + rank))
         if before_batch is not None:
             before_batch(state)
-        with accelerator.accumulate(model):
-            loss = loss_fn(model, batch)
-            if not torch.isfinite(loss.detach()):
+        with accelerator.accumulate(trainee):
+            loss = trainee(batch)
+            # the mean over the processes' batches: what is logged, and every process stops together on a
+            # non-finite one (a process stopping alone would leave the others waiting at the next all-reduce)
+            seen = accelerator.reduce(loss.detach().float(), "mean") if processes > 1 else loss.detach()
+            if not torch.isfinite(seen):
                 raise TrainingError(
-                    f"loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                    f"loss became {seen.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
                     "training stopped and nothing was saved from this step: lower lr or check the data"
                 )
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 state.lrs = [g["lr"] for g in optimizer.param_groups]
+                if cfg.time_budget_minutes:
+                    run.clock.tick(accelerator.device)  # before the schedule reads its time fraction
             if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                accelerator.clip_grad_norm_(trainee.parameters(), cfg.max_grad_norm)
             optimizer.step()
-            run.scheduler.step()
+            if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                run.scheduler.step()
             optimizer.zero_grad()
-        state.batches_done += 1
-        running, count = running + loss.item(), count + 1
+        state.batches_done = min(total, start + (i + 1) * processes)
+        running, count = running + seen.item(), count + 1
         bar.update(1)
         if accelerator.sync_gradients:
             state.step += 1
@@ -320,7 +426,7 @@ def end_of_epoch(
 ) -> bool:
     """Evaluate, keep the best model, checkpoint; True when early stopping ends the run."""
     accelerator, model, state, cfg = run.accelerator, run.model, run.state, run.cfg
-    finished_epoch = state.batches_done >= len(run.loader)
+    finished_epoch = state.batches_done >= run.sampler.total
     record: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step}
     if evaluate is not None:
         model.eval()
@@ -335,7 +441,7 @@ def end_of_epoch(
     if value is not None and _is_better(value, state.best_metric, greater_is_better):
         state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch, 0
         if save_best is not None and accelerator.is_main_process:
-            save_best(accelerator.unwrap_model(model), state)
+            save_best(model, state)
     elif value is not None:
         state.bad_epochs += 1
     if finished_epoch:
@@ -383,6 +489,7 @@ def train_loop(
     schedule = schedule or (lambda opt, total, fraction: build_schedule(opt, cfg, total, fraction))
     run = setup(
         model,
+        loss_fn,
         features,
         lengths,
         collate,
@@ -395,11 +502,11 @@ def train_loop(
     )
     try:
         while run.state.epoch < cfg.epochs and not run.out_of_budget():
-            run_epoch(run, loss_fn, callbacks, before_batch)
+            run_epoch(run, callbacks, before_batch)
             if end_of_epoch(run, evaluate, metric, greater_is_better, save_best):
                 break
         if evaluate is None and save_best is not None and run.accelerator.is_main_process:
-            save_best(run.accelerator.unwrap_model(run.model), run.state)  # no dev data: the model at the end
+            save_best(run.model, run.state)  # no dev data: the model at the end
     finally:
         restore_attention(model)
     run.discard_checkpoint()  # after the model is saved: until then, a kill leaves the checkpoint to resume from

@@ -58,14 +58,13 @@ def prepare(
     """(top view to train, train and dev examples with their cached states): split `model` below
     layer `cfg.finetune.freeze_layers` and run the bottom once over both sets, on the device and in the
     precision the loop will use."""
-    from accelerate import PartialState
-
     from plmkit.models.partial import split
     from plmkit.train.loop import prefer_fast_attention, resolve_precision
+    from plmkit.train.processes import process_state
 
     bottom, top = split(model, cfg.finetune.freeze_layers)
     precision = resolve_precision(cfg.loop.mixed_precision)
-    device = PartialState().device
+    device = process_state().device
     model.to(device)
     prefer_fast_attention(model, precision, device)
 

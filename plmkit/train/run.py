@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,9 +27,11 @@ from plmkit.config import TASK_OPTIONS, TrainConfig, check_applicable, to_dict
 from plmkit.errors import ConfigError, DataError, ModelError
 from plmkit.export.runtime import is_exported
 from plmkit.models.encoders import (
+    check_remote_code,
     check_tokenizer_matches,
     load_config,
     load_tokenizer,
+    loading_weights,
     model_limit,
     read_plmkit_meta,
     resolve_model,
@@ -41,6 +43,7 @@ from plmkit.train.infer import run_model
 from plmkit.train.loop import LoopState, train_loop
 from plmkit.train.optim import build_optimizer
 from plmkit.train.plan import Plan, check_finite
+from plmkit.train.processes import main_first
 
 
 def tasks() -> None:
@@ -136,8 +139,8 @@ def finetune_plan(
         trained, items, dev_items = prepare(model, cfg, items, dev_items, collate)
         extra["extract_seconds"] = round(time.time() - cached, 1)
     saver = best_model_saver(output, tokenizer, meta)
-    predict_dev = lambda m, device: run_model(  # noqa: E731
-        m, dev_items, collate, task.forward, task.outputs, cfg.loop.eval_batch_size, device
+    predict_dev = lambda m, device: run_model(  # noqa: E731  (each process scores a share; all get every output)
+        m, dev_items, collate, task.forward, task.outputs, cfg.loop.eval_batch_size, device, across=True
     )
     return Plan(
         trained,
@@ -177,10 +180,12 @@ def train(
     if cfg.mode not in task.modes:
         raise ConfigError(f"mode: task {task.name} does not train in mode {cfg.mode}; it takes {', '.join(task.modes)}")
     check_applicable(cfg, task.options)
+    if cfg.loop.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("mixed_precision: fp16 needs a GPU; use bf16 or no")
     cfg = dataclasses.replace(cfg, head=resolve_head(task, cfg))
     output, started = Path(output), time.time()
     dev_spec = default_dev(train_spec, dev_spec) if records is None else dev_spec
-    source, tokenizer = open_model(cfg)
+    source, tokenizer = main_first(lambda: open_model(cfg))  # a shipped model is converted on first use: once
     train_records, dev_records = records or (task.read(train_spec, cfg), task.read(dev_spec, cfg) if dev_spec else None)
     train_data = task.featurize(train_records, tokenizer, cfg, labels, train_spec)
     dev_data = task.featurize(dev_records, tokenizer, cfg, train_data.labels, dev_spec or "") if dev_records else None
@@ -211,7 +216,8 @@ def train(
         from plmkit.train.features import features_plan as make_plan
     else:
         make_plan = finetune_plan
-    plan = make_plan(task, source, tokenizer, cfg, train_data, dev_data, output, meta)
+    with loading_weights(source):
+        plan = make_plan(task, source, tokenizer, cfg, train_data, dev_data, output, meta)
 
     def evaluate(model, accelerator) -> dict[str, float]:
         predictions = task.assemble(dev_data, plan.predict_dev(accelerator.unwrap_model(model), accelerator.device))
@@ -277,6 +283,7 @@ def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
     it was trained with."""
     tasks()
     source = resolve_model(str(model_dir))
+    check_remote_code(source)
     meta = read_plmkit_meta(source)
     if meta is None:
         raise ModelError(f"{source}: no plmkit.json; it is not a model that plmkit train saved")
@@ -288,7 +295,8 @@ def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
     if cfg.mode == "features":
         from plmkit.train.features import load_feature_model
 
-        model, outputs = load_feature_model(source, task, meta, tokenizer, batch_size)
+        with loading_weights(source):
+            model, outputs = load_feature_model(source, task, meta, tokenizer, batch_size)
     elif is_exported(source):  # `plmkit export` wrote it: the task's forward as an ONNX graph
         from plmkit.export.runtime import OnnxModel, onnx_forward
 
@@ -297,7 +305,8 @@ def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
             model, items, collate, onnx_forward, task.outputs, batch_size, torch.device("cpu"), progress
         )
     else:
-        model = task.load_model(source, meta).eval()
+        with loading_weights(source):
+            model = task.load_model(source, meta).eval()
         check_tokenizer_matches(source, tokenizer, model.config)
         outputs = lambda items, progress: run_model(  # noqa: E731
             model, items, collate, task.forward, task.outputs, batch_size, progress=progress
@@ -305,10 +314,14 @@ def load(model_dir: str | Path, batch_size: int = 64) -> Loaded:
     return Loaded(task, tokenizer, meta, cfg, labels, model, outputs)
 
 
-def predictions(loaded: Loaded, records: Sequence[Any], spec: str = "") -> tuple[Featurized, Any]:
-    """(the featurized records, the task's predictions for them)."""
+def predictions(
+    loaded: Loaded, records: Sequence[Any], spec: str = "", progress: bool | None = None
+) -> tuple[Featurized, Any]:
+    """(the featurized records, the task's predictions for them); a progress bar (on a terminal) when
+    `progress`, by default when there are over 1,000 items."""
     data = loaded.task.featurize(records, loaded.tokenizer, loaded.cfg, loaded.labels, spec)
-    return data, loaded.task.assemble(data, loaded.outputs(data.items, len(data.items) > 1000))
+    progress = len(data.items) > 1000 if progress is None else progress
+    return data, loaded.task.assemble(data, loaded.outputs(data.items, progress))
 
 
 def evaluate(
@@ -343,3 +356,45 @@ def predict(
     loaded = loaded or load(model_dir, batch_size)
     data, pred = predictions(loaded, loaded.task.unlabelled(examples))
     return loaded.task.decode(data, pred)
+
+
+PREDICT_CHUNK = 2048  # records read, featurized and predicted at a time: flat memory, batches still sorted by length
+
+
+def chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """`records` in lists of `size`; a None among them ends a list early (and is dropped). Size 0: one list
+    of all, the Nones dropped."""
+    chunk: list[Any] = []
+    for record in records:
+        if record is not None:
+            chunk.append(record)
+        if chunk and size and (record is None or len(chunk) >= size):
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def predict_rows(
+    loaded: Loaded, records: Iterable[Any], *, chunk_size: int = PREDICT_CHUNK, progress: bool = True
+) -> Iterator[dict[str, Any]]:
+    """One output row per record (an Example, or what the task's `read_input` reads), in input order, as
+    `predict` gives them, but taking `records` `chunk_size` at a time (0: all at once): each chunk is
+    featurized, predicted and decoded, its rows yielded and the chunk dropped, so memory does not grow with
+    the input. Every task's featurize, windows and decode work record by record, so a record's row is the
+    same in any chunk (up to the last bits of a float: its batch's padding differs). A None among the
+    records ends the chunk early (but for chunk size 0): what was read is answered before waiting for more
+    (standard input).
+    One progress bar (on a terminal, after 2 s) counts the records of the whole input: against their number
+    when `records` has one (a list), without a total when it is read as it goes (a file, standard input)."""
+    from tqdm.auto import tqdm
+
+    total = len(records) if isinstance(records, Sized) else None
+    disable = None if progress else True  # None: on a terminal only
+    with tqdm(total=total, desc="predicting", unit=" records", leave=False, delay=2, disable=disable) as bar:
+        for chunk in chunks(records, chunk_size):
+            data, pred = predictions(loaded, loaded.task.unlabelled(chunk), progress=False)
+            rows = loaded.task.decode(data, pred)
+            del data, pred, chunk
+            bar.update(len(rows))
+            yield from rows

@@ -19,7 +19,7 @@ def _fails(capsys, argv: list[str]) -> str:
     assert rc == 2, (out, err)
     command = argv[0]
     assert err.startswith(f"plmkit {command}: error: "), err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and err.count("\n") == 1, err
     return err
 
 
@@ -69,12 +69,14 @@ def test_train_bad_row_names_line_and_field(capsys, tiny_model_dir, tmp_path):
     path = write_csv(tmp_path / "train.csv", [("好棒", "good"), ("", "bad")])
     err = _fails(capsys, _train(tiny_model_dir, path, tmp_path / "out"))
     assert f"{path}:3" in err and "field 'text'" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_unknown_override_key(capsys, tiny_model_dir, toy_data, tmp_path):
     err = _fails(capsys, _train(tiny_model_dir, toy_data["train"], tmp_path / "out", "nosuchkey=1"))
     assert "nosuchkey" in err and "valid keys" in err
     assert "max_length" in err and "loop.lr" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_override_without_equals(capsys, tiny_model_dir, toy_data, tmp_path):
@@ -101,6 +103,7 @@ def test_train_unknown_task(capsys, tiny_model_dir, toy_data, tmp_path):
 def test_train_max_length_above_model_limit(capsys, tiny_model_dir, toy_data, tmp_path):
     err = _fails(capsys, _train(tiny_model_dir, toy_data["train"], tmp_path / "out", "max_length=100000"))
     assert "max_length" in err and "100000" in err and "128" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_model_dir_without_weights(capsys, tiny_model_dir, toy_data, tmp_path):
@@ -109,15 +112,31 @@ def test_train_model_dir_without_weights(capsys, tiny_model_dir, toy_data, tmp_p
     shutil.copy(tiny_model_dir / "config.json", model / "config.json")
     err = _fails(capsys, _train(model, toy_data["train"], tmp_path / "out"))
     assert str(model) in err and "no model weights" in err
+    assert not (tmp_path / "out").exists()
+
+
+class _Trap:
+    """Unpickled, it makes a directory: the proof that a pickle was opened."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.path,)
 
 
 def test_train_model_dir_with_pickled_weights_only(capsys, tiny_model_dir, toy_data, tmp_path):
+    import pickle
+
     model = tmp_path / "pickled"
     model.mkdir()
     shutil.copy(tiny_model_dir / "config.json", model / "config.json")
-    (model / "pytorch_model.bin").write_bytes(b"not really")
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(_Trap(tmp_path / "unpickled")))
     err = _fails(capsys, _train(model, toy_data["train"], tmp_path / "out"))
-    assert "no model weights" in err and "pytorch_model.bin" in err and "safetensors" in err
+    assert "no model weights" in err and "pytorch_model.bin" in err and "never unpickles" in err
+    assert not (tmp_path / "unpickled").exists() and not (tmp_path / "out").exists()
 
 
 def test_train_missing_model_dir(capsys, toy_data, tmp_path):
@@ -130,6 +149,7 @@ def test_train_one_class(capsys, tiny_model_dir, tmp_path):
     path = write_csv(tmp_path / "one.csv", [(t, "good") for t, _ in toy_rows(20, seed=3)])
     err = _fails(capsys, _train(tiny_model_dir, path, tmp_path / "out"))
     assert str(path) in err and "one class" in err and "'good'" in err and "field 'label'" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_dev_label_unseen(capsys, tiny_model_dir, toy_data, tmp_path):
@@ -144,6 +164,7 @@ def test_train_gbk_file_hint_and_encoding_option(capsys, tiny_model_dir, tmp_pat
     path.write_bytes(rows.encode("gbk"))
     err = _fails(capsys, _train(tiny_model_dir, path, tmp_path / "out"))
     assert f"{path}:2" in err and "GBK" in err and "--encoding" in err
+    assert not (tmp_path / "out").exists()
     # with --encoding gbk the file reads; the next error is the model's length limit, so the data got through
     err = _fails(capsys, _train(tiny_model_dir, path, tmp_path / "out", "--encoding", "gbk", "max_length=4096"))
     assert "max_length" in err and "GBK" not in err
@@ -157,10 +178,11 @@ def test_train_tokenizer_from_another_model(capsys, tiny_model_dir, toy_data, tm
     shutil.copytree(tiny_model_dir, model)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(f"{minilm}/{name}", model / name)
-    for name in ("vocab.txt", "special_tokens_map.json"):
+    for name in ("vocab.txt", "special_tokens_map.json", "manifest.json"):  # no manifest: the loaders see it
         (model / name).unlink(missing_ok=True)
     err = _fails(capsys, _train(model, toy_data["train"], tmp_path / "out"))
     assert "does not belong" in err and str(model) in err
+    assert not (tmp_path / "out").exists()
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------------
@@ -193,6 +215,7 @@ def test_evaluate_unseen_label(capsys, trained, tmp_path):
     err = _fails(capsys, ["evaluate", "--model", str(trained), "--data", str(data)])
     assert f"{data}:4" in err and "field 'label'" in err and "'meh'" in err
     assert "bad" in err and "good" in err  # the known labels
+    assert not (trained / "eval-eval").exists()  # the default --output
 
 
 def test_evaluate_unseen_label_jsonl(capsys, trained, tmp_path):
@@ -256,6 +279,7 @@ def test_train_invalid_recipe_yaml_is_one_line(capsys, tmp_path):
         capsys, _train(tmp_path / "no-model", tmp_path / "no-data.csv", tmp_path / "out", "--config", str(recipe))
     )
     assert err.count("\n") == 1 and f"{recipe}:2:1: not valid YAML" in err
+    assert not (tmp_path / "out").exists()
 
 
 # --- errors from libraries underneath: one line, exit 1; PLMKIT_DEBUG=1 for the traceback ---------------------------

@@ -48,6 +48,7 @@ def still_model_dir(tiny_model_dir, tmp_path_factory):
     config = json.loads((out / "config.json").read_text())
     config |= {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     (out / "config.json").write_text(json.dumps(config))
+    (out / "manifest.json").unlink()  # config.json changed on purpose: the manifest would refuse it
     return out
 
 

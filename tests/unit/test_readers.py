@@ -380,3 +380,43 @@ def test_predict_reads_standard_input_at_line_feeds_and_names_a_bad_byte(monkeyp
         _read_predict_input("-", False, "utf-8", "text", "text_pair")
     stdin("坏\n".encode("gbk"))
     assert [e.text for e in _read_predict_input("-", False, "gbk", "text", "text_pair")] == ["坏"]
+
+
+# --- reading as the examples are taken (predict streams) ----------------------------------------------------------
+
+
+def test_iter_examples_reads_as_they_are_taken(tmp_path):
+    """The examples before a bad line come out before its error; a file that is not there, or of an unknown
+    type, is an error at the call, before any example is asked for."""
+    from plmkit.data.readers import iter_examples
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "一"}\n{"text": "二"}\n\n{"text": 三}\n', encoding="utf-8")
+    examples = iter_examples(path, label_column=None)
+    assert [next(examples).text, next(examples).text] == ["一", "二"]
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:4: not valid JSON"):
+        next(examples)
+    with pytest.raises(DataError, match="not found"):
+        iter_examples(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="unknown file type"):
+        iter_examples(tmp_path / "a.xlsx")
+    with pytest.raises(DataError, match="unknown encoding"):
+        iter_examples(path, encoding="no-such-codec")
+
+
+def test_a_bad_byte_after_a_bom_names_its_line_and_file_offset(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("text,label\n好,pos\n".encode("utf-8-sig") + b"\xff,neg\n")
+    message = _error(read_examples, path)
+    assert message.startswith(f"{path}:3: not valid utf-8 (byte 0xff at offset {len(path.read_bytes()) - 6})")
+
+
+def test_utf16_reads_whole_and_gives_the_same_examples(tmp_path):
+    """UTF-16's line feed is two bytes: such a file is decoded whole rather than cut at the byte 0x0a."""
+    path = tmp_path / "a.csv"
+    path.write_text("text,label\n好棒,pos\r\n\u010a差,neg\n", encoding="utf-16")  # U+010A: a 0x0a byte in UTF-16
+    examples = read_examples(path, encoding="utf-16")
+    assert [(e.text, e.label, e.where) for e in examples] == [
+        ("好棒", "pos", f"{path}:2"),
+        ("\u010a差", "neg", f"{path}:3"),
+    ]
