@@ -52,6 +52,7 @@ def main(argv: list[str]) -> dict:
 
     from plmkit.cli import quiet_libraries
     from plmkit.export.onnx import calibration_feeds, quantize_int8, smooth_activations
+    from plmkit.models.saving import write_manifest
     from plmkit.train.run import load
 
     quiet_libraries()
@@ -83,6 +84,7 @@ def main(argv: list[str]) -> dict:
                 smooth_activations(graph, feeds, alpha)
             quantize_int8(graph, out / "model.onnx")
             graph.unlink()
+            write_manifest(out)  # the graph is a new one: the copied manifest named the fp32 one
             scores, _ = scores_of(out, args.data)
             change = np.abs(margins(scores, decided) - margin)  # (N,)
             result["alphas"][str(alpha)] = {

@@ -50,7 +50,8 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
 
 def write_manifest(folder: Path, kept: dict[str, dict[str, Any]] | None = None) -> None:
     """`folder/manifest.json`: each file's size and hash, plus the `kept` entries of files written before."""
-    written = {f.name: {"size": f.stat().st_size, "blake2b": file_digest(f)} for f in folder.iterdir() if f.is_file()}
+    files = [f for f in folder.iterdir() if f.is_file() and f.name != MANIFEST]
+    written = {f.name: {"size": f.stat().st_size, "blake2b": file_digest(f)} for f in files}
     manifest = {"files": dict(sorted(((kept or {}) | written).items()))}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 

@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 
 from plmkit.models.saving import COMMIT, MANIFEST, file_digest
 
+pytestmark = pytest.mark.slow  # each case runs plmkit as a process two or three times
+
 TRAIN_OPTS = ["progress=false", "batch_size=16", "lr=3e-3", "epochs=2", "save_steps=3", "dropout=0.2"]
 PRETRAIN_OPTS = [
     "hidden_size=32", "num_layers=2", "num_heads=2", "intermediate_size=64", "vocab_size=200", "max_length=32",
