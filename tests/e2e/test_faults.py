@@ -275,26 +275,31 @@ def in_small_filesystem(tmp_path: Path, script: str) -> dict[str, str]:
     return {p.name: p.read_text() for p in out.iterdir()}
 
 
-LIST = 'find "$MNT/model" -type f | sort | xargs sha256sum > "$OUT/$1"'
+def train_twice(runs, tmp_path: Path, between: str) -> dict[str, str]:
+    """Train into $MNT/model, run the `between` lines (sh), train again into it: the second run's exit status
+    and stderr, and the model directory's files with their hashes before and after it, and its entries."""
+    args = " ".join(runs[0]["train"]("$MNT/model"))
+    listing = 'find "$MNT/model" -type f | sort | xargs sha256sum'
+    return in_small_filesystem(
+        tmp_path,
+        f"""
+        $PLMKIT {args}
+        {listing} > "$OUT/before"
+        {between}
+        $PLMKIT {args} 2> "$OUT/stderr" || echo $? > "$OUT/status"
+        {listing} > "$OUT/after"
+        ls -A "$MNT/model" > "$OUT/entries"
+        """,
+    )
 
 
 @mounts
 def test_disk_full_during_training_keeps_the_previous_model(runs, tmp_path):
-    commands, _ = runs
-    args = " ".join(commands["train"]("$MNT/model"))
-    result = in_small_filesystem(
-        tmp_path,
-        f"""
-        $PLMKIT {args}
-        list() {{ {LIST}; }}
-        list before
+    full = """
         dd if=/dev/zero of=filler bs=4k 2>/dev/null || true   # the disk full...
         truncate -s -64K filler                             # ...but for room for the lock, not a checkpoint
-        $PLMKIT {args} 2> "$OUT/stderr" || echo $? > "$OUT/status"
-        list after
-        ls -A "$MNT/model" > "$OUT/entries"
-        """,
-    )
+    """
+    result = train_twice(runs, tmp_path, full)
     assert result["status"].strip() == "2"
     assert result["stderr"].count("\n") == 1 and "Traceback" not in result["stderr"]
     assert "cannot write it: no space left on the device" in result["stderr"]
@@ -305,19 +310,7 @@ def test_disk_full_during_training_keeps_the_previous_model(runs, tmp_path):
 
 @mounts
 def test_read_only_output_refuses_at_once_and_keeps_everything(runs, tmp_path):
-    commands, _ = runs
-    args = " ".join(commands["train"]("$MNT/model"))
-    result = in_small_filesystem(
-        tmp_path,
-        f"""
-        $PLMKIT {args}
-        list() {{ {LIST}; }}
-        list before
-        mount -o remount,ro "$MNT"
-        $PLMKIT {args} 2> "$OUT/stderr" || echo $? > "$OUT/status"
-        list after
-        """,
-    )
+    result = train_twice(runs, tmp_path, 'mount -o remount,ro "$MNT"')
     assert result["status"].strip() == "2"
     assert (
         result["stderr"] == f"plmkit train: error: {tmp_path}/mnt/model: cannot write it: read-only file system; "
