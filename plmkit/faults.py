@@ -13,6 +13,7 @@ The points, and what each interrupts:
     save.commit         between the files of a model directory being moved into place
     output.write        in the middle of writing predictions to a file
     output.rename       after an output file is written under its temporary name, before its rename
+    corpus.pack         between the pieces of a tokenized pretraining corpus being written (OUTPUT/.corpus)
 
 Unset (the normal case), `point()` is one dictionary lookup.
 """

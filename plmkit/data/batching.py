@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -35,29 +36,36 @@ class BucketBatchSampler(Sampler[list[int]]):
     short one (the end of the last window) lands at its last process."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, bucket_size: int = 50, shuffle: bool = True):
-        self.lengths, self.size, self.seed = list(lengths), batch_size, seed
+        # an array: a corpus of millions of examples costs 8 bytes each here, and as much again for an epoch's order
+        self.lengths, self.size, self.seed = np.asarray(lengths, dtype=np.int64).reshape(-1), batch_size, seed
         self.bucket_size, self.shuffle, self.epoch, self.start = bucket_size, shuffle, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
+        return [batch.tolist() for batch in self._batches()]
+
+    def _batches(self) -> list[np.ndarray]:
+        """The epoch's batches as arrays of indices (views of one sorted window each): sorting is stable, so
+        they are what sorting Python lists by length gave."""
         n = len(self.lengths)
         if not self.shuffle:
-            order = sorted(range(n), key=lambda i: self.lengths[i])
+            order = np.argsort(self.lengths, kind="stable")
             return [order[i : i + self.size] for i in range(0, n, self.size)]
         gen = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
-        order = torch.randperm(n, generator=gen).tolist()
+        order = torch.randperm(n, generator=gen).numpy()
         window = self.size * max(1, self.bucket_size)
         batches = []
         for start in range(0, n, window):
-            chunk = sorted(order[start : start + window], key=lambda i: self.lengths[i])
+            chunk = order[start : start + window]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [chunk[i : i + self.size] for i in range(0, len(chunk), self.size)]
         perm = torch.randperm(len(batches), generator=gen).tolist()
         return [batches[i] for i in perm]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches()[self.start :])
+        return (batch.tolist() for batch in self._batches()[self.start :])
 
     @property
     def total(self) -> int:

@@ -284,7 +284,12 @@ def read_examples(
     )
 
 
+def iter_corpus_file(path: str | Path, encoding: str = "utf-8") -> Iterator[str]:
+    """A plain-text corpus a line at a time: one document or sentence a line, stripped, blank lines skipped.
+    The errors of `iter_lines`, when it raises them."""
+    return (text for text in (line.strip() for line in iter_lines(path, encoding)) if text)
+
+
 def read_corpus_file(path: str | Path, encoding: str = "utf-8") -> list[str]:
-    """A plain-text corpus: one document or sentence a line, blank lines skipped (read a line at a time:
-    the list of lines is all it holds)."""
-    return [line.strip() for line in iter_lines(path, encoding) if line.strip()]
+    """`iter_corpus_file`'s lines as a list (read a line at a time: the list of lines is all it holds)."""
+    return list(iter_corpus_file(path, encoding))

@@ -3,7 +3,7 @@ the families share (plmkit.pretrain.archs registers them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ Batch = dict[str, torch.Tensor]
 class Arch:
     name: str
     objective: str  # what the log and the loss plot call the loss
-    make_tokenizer: Callable[[Sequence[str], PretrainConfig], Any]
+    # (lines, cfg) -> a tokenizer trained on them; lines may be iterated more than once (CorpusLines reads its
+    # files anew each time: a corpus larger than memory)
+    make_tokenizer: Callable[[Iterable[str], PretrainConfig], Any]
     build: Callable[[PretrainConfig, Any], nn.Module]  # (cfg, tokenizer) -> a fresh pretraining model
     load: Callable[[str, PretrainConfig, Any], nn.Module]  # (checkpoint dir, cfg, tokenizer) -> pretraining model
     collate: Callable[..., Batch]  # (items, tokenizer, cfg, pool) -> batch; items are (epoch, index, segment)
@@ -57,7 +59,7 @@ def positions(cfg: PretrainConfig) -> int:
     return max(512, cfg.max_length)
 
 
-def wordpiece(lines: Sequence[str], cfg: PretrainConfig):
+def wordpiece(lines: Iterable[str], cfg: PretrainConfig):
     return train_wordpiece(lines, cfg.vocab_size, positions(cfg))
 
 

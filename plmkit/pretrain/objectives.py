@@ -11,7 +11,7 @@ replaced token detection (`sample_replacements`, `rtd_labels`, `rtd_loss`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -43,35 +43,70 @@ def word_ids_for(text: str, offsets: Sequence[tuple[int, int]]) -> list[int]:
     return [char_word[min(s, len(text) - 1)] if len(text) else 0 for s, _ in offsets]
 
 
-def pack_corpus(lines: Sequence[str], tokenizer, max_length: int, whole_word: bool = False) -> list[dict[str, Any]]:
-    """Full-sentence packing: consecutive lines fill segments of up to max_length tokens less the special
-    tokens the tokenizer frames a text with; a line longer than that is cut into several segments.
-    Each segment: {"ids", "words"}."""
+def pack_budget(tokenizer, max_length: int) -> int:
+    """Tokens of text a segment holds: max_length less the special tokens the tokenizer frames a text with."""
     budget = max_length - layout(tokenizer).n_special(pair=False)
     if budget < 1:
         raise ConfigError(f"max_length: {max_length} leaves no room for text after special tokens")
+    return budget
+
+
+# what `iter_packed` hands the tokenizer at once: this many lines, or fewer when they reach PACK_CHARS characters
+# (a batch's encodings take about 100 bytes a token: some 25 MB for 2^18 characters of Chinese)
+PACK_LINES, PACK_CHARS = 10_000, 1 << 18
+
+
+def iter_packed(
+    lines: Iterable[str], tokenizer, max_length: int, whole_word: bool = False, batch: int | None = None
+) -> Iterator[tuple[list[int], list[int]]]:
+    """Full-sentence packing, as the lines are read: consecutive lines fill segments of up to max_length
+    tokens less the special tokens the tokenizer frames a text with; a line longer than that is cut into
+    several segments. Yields each segment's (ids, words) as soon as it is full; `batch` lines (PACK_LINES,
+    fewer when they reach PACK_CHARS characters) at a time go through the tokenizer, so memory holds one
+    batch and one segment, whatever the corpus's size. Word ids count across the corpus (`word_ids_for`
+    numbers a line's jieba words, or each token is a word)."""
+    budget = pack_budget(tokenizer, max_length)
     # the backend straight: lines longer than the model's limit are expected here (they are cut below)
-    encodings = backend_and_layout(tokenizer)[0].encode_batch(list(lines), add_special_tokens=False)
-    segments: list[dict[str, Any]] = []
+    backend = backend_and_layout(tokenizer)[0]
     ids: list[int] = []
     words: list[int] = []
     next_word = 0
-    for n, enc in enumerate(encodings):
-        line_ids = enc.ids
-        if not line_ids:
-            continue
-        line_words = word_ids_for(lines[n], enc.offsets) if whole_word else list(range(len(line_ids)))
-        for start in range(0, len(line_ids), budget):
-            piece, piece_words = line_ids[start : start + budget], line_words[start : start + budget]
-            if ids and len(ids) + len(piece) > budget:
-                segments.append({"ids": ids, "words": words})
-                ids, words = [], []
-            ids += piece
-            words += [w + next_word for w in piece_words]
-            next_word += (max(piece_words) + 1) if piece_words else 0
+    for chunk in _chunks(lines, batch or PACK_LINES, PACK_CHARS):
+        for line, enc in zip(chunk, backend.encode_batch(chunk, add_special_tokens=False)):
+            line_ids = enc.ids
+            if not line_ids:
+                continue
+            line_words = word_ids_for(line, enc.offsets) if whole_word else list(range(len(line_ids)))
+            for start in range(0, len(line_ids), budget):
+                piece, piece_words = line_ids[start : start + budget], line_words[start : start + budget]
+                if ids and len(ids) + len(piece) > budget:
+                    yield ids, words
+                    ids, words = [], []
+                ids += piece
+                words += [w + next_word for w in piece_words]
+                next_word += (max(piece_words) + 1) if piece_words else 0
     if ids:
-        segments.append({"ids": ids, "words": words})
-    return segments
+        yield ids, words
+
+
+def _chunks(lines: Iterable[str], size: int, chars: int) -> Iterator[list[str]]:
+    """`lines` in lists of `size`, or fewer where they reach `chars` characters (at least one line a list)."""
+    chunk: list[str] = []
+    held = 0
+    for line in lines:
+        chunk.append(line)
+        held += len(line)
+        if len(chunk) == size or held >= chars:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk
+
+
+def pack_corpus(lines: Iterable[str], tokenizer, max_length: int, whole_word: bool = False) -> list[dict[str, Any]]:
+    """`iter_packed`'s segments as a list, each {"ids", "words"}: for a corpus that fits in memory
+    (pretraining itself reads them from disk: plmkit.pretrain.corpus)."""
+    return [{"ids": ids, "words": words} for ids, words in iter_packed(lines, tokenizer, max_length, whole_word)]
 
 
 def mlm_collate(

@@ -1,4 +1,7 @@
-"""`pretrain()`: any registered family (plmkit.pretrain.archs) from scratch or a checkpoint, on a corpus."""
+"""`pretrain()`: any registered family (plmkit.pretrain.archs) from scratch or a checkpoint, on a corpus.
+
+The corpus is never held in memory: the tokenizer trains on its lines as they are read, and its segments
+are tokenized once into OUTPUT/.corpus and read from there as batches need them (plmkit.pretrain.corpus)."""
 
 from __future__ import annotations
 
@@ -7,36 +10,33 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from plmkit.config import PretrainConfig, to_dict
-from plmkit.data.builtin import CORPORA
-from plmkit.data.readers import read_corpus_file
 from plmkit.data.truncation import layout
-from plmkit.errors import DataError
 from plmkit.models.encoders import load_tokenizer, resolve_model
 from plmkit.models.saving import save_model_dir
 from plmkit.pretrain.archs import check_options
+from plmkit.pretrain.corpus import CorpusLines, Rows, discard, tokenized_corpus
 from plmkit.pretrain.masking import example_generator
-from plmkit.pretrain.objectives import pack_corpus
 from plmkit.report.plots import plot_loss_curve
 from plmkit.train.loop import train_loop
 from plmkit.train.processes import across_processes, from_main, is_main_process, main_first
 
 
 def read_corpus(specs: Sequence[str], encoding: str = "utf-8") -> list[str]:
-    lines: list[str] = []
-    for spec in specs:
-        if spec.startswith("builtin:"):
-            name = spec.split(":", 1)[1]
-            if name not in CORPORA:
-                raise DataError(f"{spec!r}: unknown corpus; known: {', '.join('builtin:' + c for c in CORPORA)}")
-            lines += CORPORA[name]()
-        else:
-            lines += read_corpus_file(spec, encoding)
-    if not lines:
-        raise DataError(f"{', '.join(specs)}: the corpus is empty")
-    return lines
+    """Every line of the corpus as a list, for what needs them all at once (pretraining reads `CorpusLines`)."""
+    return list(CorpusLines(specs, encoding))
+
+
+def heldout(segments: int, seed: int, fraction: float) -> np.ndarray:
+    """The indices of the segments held out for the dev loss, ascending: each one with probability
+    `fraction`, by a draw of its own (seed, index), so the split does not depend on how the corpus is read."""
+    if fraction <= 0:  # no draw is below 0: none held out, and no draws to make
+        return np.zeros(0, dtype=np.int64)
+    draws = (torch.rand(1, generator=example_generator(seed, -1, i)).item() for i in range(segments))
+    return np.array([i for i, draw in enumerate(draws) if draw < fraction], dtype=np.int64)
 
 
 def pretrain(
@@ -47,7 +47,7 @@ def pretrain(
     arch = check_options(cfg)
     output = Path(output)
     torch.manual_seed(cfg.loop.seed)
-    lines = read_corpus(corpus)
+    lines = CorpusLines(corpus)  # read from the files each time they are needed: never all in memory
     if cfg.init:
         source = main_first(lambda: resolve_model(cfg.init))  # a shipped model is converted on first use: once
         tokenizer = load_tokenizer(source)
@@ -56,20 +56,17 @@ def pretrain(
         reuse = resume and (output / "tokenizer.json").is_file()
         tokenizer = from_main(lambda: load_tokenizer(str(output)) if reuse else arch.make_tokenizer(lines, cfg))
         model = arch.build(cfg, tokenizer)
-    segments = pack_corpus(lines, tokenizer, cfg.max_length, cfg.whole_word)  # room for the tokenizer's specials
-    held = {
-        i
-        for i in range(len(segments))
-        if torch.rand(1, generator=example_generator(cfg.loop.seed, -1, i)).item() < cfg.heldout_fraction
-    }
-    train = [s for i, s in enumerate(segments) if i not in held]
-    dev = [s for i, s in enumerate(segments) if i in held]
+    # packed with room for the tokenizer's specials, on disk; read a segment at a time
+    segments = tokenized_corpus(lines, output, tokenizer, cfg.max_length, cfg.whole_word)
+    held = heldout(len(segments), cfg.loop.seed, cfg.heldout_fraction)
+    train, dev = Rows(segments, held, rest=True), Rows(segments, held)
+    lengths = train.lengths()
     specials = layout(tokenizer).n_special(pair=False)
-    tokens = sum(len(s["ids"]) + specials for s in train)
+    tokens = int(lengths.sum()) + specials * len(train)
     parameters = sum(p.numel() for p in model.parameters())
     if is_main_process():
         print(
-            f"{arch.name}: corpus {len(lines)} lines, {len(train)} training segments ({tokens} tokens), "
+            f"{arch.name}: corpus {segments.lines} lines, {len(train)} training segments ({tokens} tokens), "
             f"{len(dev)} held out; vocabulary {len(tokenizer)}; parameters {parameters / 1e6:.2f}M"
         )
 
@@ -105,7 +102,7 @@ def pretrain(
             "command": command,
             "corpus": list(corpus),
             "objective": arch.objective,
-            "lines": len(lines),
+            "lines": segments.lines,
             "train_tokens_per_epoch": tokens,
             "parameters": parameters,
             "losses": state.losses,
@@ -120,7 +117,7 @@ def pretrain(
         model,
         arch.loss,
         train,
-        [len(s["ids"]) for s in train],
+        lengths,
         collate,
         cfg.loop,
         output,
@@ -139,4 +136,6 @@ def pretrain(
             f"{arch.name}: {arch.objective} loss",
             dev=[[h["step"], h["dev_loss"]] for h in state.history if "dev_loss" in h],
         )
+        discard(output)  # the tokenized corpus: kept for a resume until here, like the checkpoint
+    segments.close()
     return result

@@ -18,8 +18,11 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 def train_wordpiece(
     lines: Iterable[str], vocab_size: int = 8000, model_max_length: int = 512
 ) -> PreTrainedTokenizerFast:
-    """A WordPiece vocabulary trained on `lines`, the same one in every process (see `_continuations`)."""
-    lines = list(lines)
+    """A WordPiece vocabulary trained on `lines`, the same one in every process (see `_continuations`).
+    `lines` is read twice: a list, or an iterable that reads its files anew each time it is iterated
+    (plmkit.pretrain.corpus.CorpusLines: nothing holds the whole corpus); a one-shot iterator is listed."""
+    if iter(lines) is lines:
+        lines = list(lines)
     normalizer = normalizers.Sequence(
         [
             normalizers.NFKC(),
@@ -57,7 +60,7 @@ def train_wordpiece(
     )
 
 
-def _continuations(lines: list[str], normalizer, pre_tokenizer) -> list[str]:
+def _continuations(lines: Iterable[str], normalizer, pre_tokenizer) -> list[str]:
     """`##c` for every character c that follows another inside a word of the corpus, in code-point order.
 
     The trainer creates these pieces as it meets them in a hash map, whose order each process seeds

@@ -75,7 +75,8 @@ def made_from(
     not either number (2 processes with grad_accum=1 step as 1 process with grad_accum=2)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(array("q", lengths).tobytes())
-    for item in features:
+    # a sequence that says its items hold no input_ids (pretraining's segments, read from disk) is not read
+    for item in features if getattr(features, "has_input_ids", True) else ():
         ids = item.get("input_ids") if isinstance(item, dict) else None
         if ids is not None:
             digest.update(repr(ids.tolist() if isinstance(ids, torch.Tensor) else ids).encode())
