@@ -27,6 +27,11 @@ def plain_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
+def cache_root() -> Path:
+    """$PLMKIT_CACHE, or ~/.cache/plmkit."""
+    return Path(os.environ.get("PLMKIT_CACHE") or Path.home() / ".cache" / "plmkit")
+
+
 class WriteError(PlmkitError):
     """The file system refused a write: full, read-only, not permitted, or over a size limit."""
 
@@ -64,17 +69,27 @@ def write_failure(path: str | Path, error: BaseException) -> WriteError | None:
 
 
 @contextmanager
-def writing(path: str | Path) -> Iterator[None]:
-    """Turn a failed write under it into a WriteError naming `path` where the file system is the cause."""
+def writing(path: str | Path, tmp: str | Path | None = None) -> Iterator[None]:
+    """Turn a failed write under it into a WriteError naming `path` where the file system is the cause. With
+    `tmp`, the write's temporary file or folder: any failure (an interrupt too) removes it first."""
     try:
         yield
-    except WriteError:
-        raise
-    except Exception as e:
-        failure = write_failure(path, e)
+    except BaseException as e:
+        failure = None if isinstance(e, WriteError) else write_failure(path, e)  # asked before tmp frees room
+        if tmp is not None:
+            remove(tmp)
         if failure is None:
             raise
         raise failure from None
+
+
+def remove(path: str | Path) -> None:
+    """Remove a file or a folder (not what a link points to); nothing when it is not there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -104,10 +119,7 @@ def sweep_stale(parent: str | Path, name: str) -> list[Path]:
         pid, _, rest = entry.name[len(prefix) :].partition(".")
         if not (pid.isdigit() and rest) or _alive(int(pid)):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        remove(entry)
         removed.append(entry)
     return removed
 
@@ -121,18 +133,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         sweep_stale(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
         os.close(fd)
-    try:
+    with writing(path, tmp):
         yield Path(tmp)
         os.chmod(tmp, plain_mode())
         faults.point("output.rename")
         os.replace(tmp, path)
-    except BaseException as e:
-        failure = write_failure(path, e)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if failure is not None:
-            raise failure from None
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -181,14 +186,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(old, path)
         shutil.rmtree(old, ignore_errors=True)  # one interrupted after them: the new one is in place
         tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent))
-    try:
+    with writing(path, tmp):
         yield tmp
-    except BaseException as e:
-        failure = write_failure(path, e)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if failure is not None:
-            raise failure from None
-        raise
     os.chmod(tmp, plain_mode(directory=True))
     if path.is_dir() and not path.is_symlink() and exchange(tmp, path):
         faults.point("swap")  # the new one is in place; the old one, under the temporary name, goes next

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from plmkit.errors import ModelError
+from plmkit.io import cache_root
 from plmkit.models.saving import verify_model_dir
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -30,11 +30,6 @@ def _minilm_dir() -> Path:
 E5_HUB_ID = "intfloat/multilingual-e5-small"
 E5_SCRIPTS = "cjk,ascii,punct"  # the pieces e5-small keeps: lossless on text in these scripts
 E5_FORMAT = 1  # bump when the conversion changes, so caches are rebuilt
-
-
-def cache_root() -> Path:
-    """$PLMKIT_CACHE, or ~/.cache/plmkit."""
-    return Path(os.environ.get("PLMKIT_CACHE") or Path.home() / ".cache" / "plmkit")
 
 
 def _e5_dir(pruned: bool) -> Path | str:

@@ -6,7 +6,9 @@ size, blake2b), and renames the folder to `.save.commit` inside the model direct
 the commit. The files are then moved into place one by one, the manifest last. A process killed before
 the commit leaves the previous save untouched; one killed after it leaves `.save.commit`, which the next
 load or save of the directory finishes moving (roll forward). Loading checks every file the manifest
-names, so a mixture of two saves is never read as a model.
+names, so a mixture of two saves is never read as a model. A file whose hash was checked before, and
+which is the same file unchanged since (its device, inode, size, mtime and ctime as they were then), is not
+hashed again: $PLMKIT_CACHE/verified.json keeps what was checked.
 
 Shapes (legend in plmkit/models/__init__.py): none; no tensors here.
 """
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from plmkit import faults
-from plmkit.errors import ModelError
-from plmkit.io import plain_mode, sweep_stale, temporary_prefix, write_failure, writing
+from plmkit.errors import ModelError, PlmkitError
+from plmkit.io import atomic_write_json, cache_root, plain_mode, sweep_stale, temporary_prefix, writing
 
 MANIFEST = "manifest.json"
 COMMIT = ".save.commit"
@@ -90,7 +92,7 @@ def save_model_dir(
         finish_commit(path)  # what a save killed after its commit left
         sweep_stale(path, "save")  # what a save killed before it left
         tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix("save"), suffix=".tmp", dir=path))
-    try:
+    with writing(path, tmp):
         if model is not None:
             model.save_pretrained(tmp, safe_serialization=True)
             faults.point("save.files")
@@ -106,12 +108,6 @@ def save_model_dir(
         kept = {n: e for n, e in _read_manifest(path / MANIFEST).items() if (path / n).is_file()}
         write_manifest(tmp, kept)
         os.replace(tmp, path / COMMIT)  # the commit: from here on, the new save is what the directory holds
-    except BaseException as e:
-        failure = write_failure(path, e)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if failure is not None:
-            raise failure from None
-        raise
     finish_commit(path)
 
 
@@ -127,13 +123,56 @@ def verify_model_dir(path: str | Path) -> None:
                 f"{path}: a save was interrupted and cannot be finished here ({e.strerror}); open it where it "
                 "can be written once, or save it again"
             ) from None
+    checked = Checked()
     for name, entry in _read_manifest(path / MANIFEST).items():
         f = path / name
         if not f.is_file():
             raise ModelError(f"{path}: {name} is missing (the manifest names it); save the model again")
-        if f.stat().st_size != entry.get("size") or file_digest(f) != entry.get("blake2b"):
+        if f.stat().st_size != entry.get("size") or checked.digest(f) != entry.get("blake2b"):
             raise ModelError(
                 f"{path}: {name} is not the file that was saved (its size or hash differs from the manifest's); "
                 "it was changed or damaged after saving: save the model again, or remove manifest.json to take the "
                 "directory as it is"
             )
+    checked.save()
+
+
+class Checked:
+    """The files whose hash was computed before: a file that is the same one, unchanged since (device, inode,
+    size, mtime, ctime: any write, rename or replacement sets ctime, which no call of a user's sets), keeps
+    the hash it had, so loading a large model does not read it twice. Kept in $PLMKIT_CACHE/verified.json;
+    a cache that cannot be read or written only costs the hashing."""
+
+    LIMIT = 256  # files remembered; the oldest are forgotten first
+
+    def __init__(self):
+        self.path = cache_root() / "verified.json"
+        try:
+            self.seen = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(self.seen, dict):
+                self.seen = {}
+        except (OSError, ValueError):
+            self.seen = {}
+        self.changed = False
+
+    def digest(self, f: Path) -> str:
+        st = f.stat()
+        key = str(f.resolve())
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        record = self.seen.get(key)
+        if isinstance(record, list) and len(record) == 6 and record[:5] == stamp:
+            return record[5]
+        digest = file_digest(f)
+        self.seen.pop(key, None)
+        self.seen[key] = [*stamp, digest]  # last in order: the newest
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        seen = dict(list(self.seen.items())[-self.LIMIT :])
+        try:
+            atomic_write_json(self.path, seen)
+        except (OSError, PlmkitError):
+            pass  # a read-only home or cache: the hashes are computed again next time

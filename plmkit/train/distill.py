@@ -201,7 +201,7 @@ def teacher_outputs(
 def teacher_cache(loaded) -> Path:
     """Where the teacher's outputs are kept between runs ($PLMKIT_CACHE or ~/.cache/plmkit, then teacher/):
     one folder per teacher, named by a digest of its configuration and weights."""
-    from plmkit.models.encoders import cache_root
+    from plmkit.io import cache_root
     from plmkit.train.features import fingerprint
 
     return cache_root() / "teacher" / fingerprint(loaded.model)[:40]
