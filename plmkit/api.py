@@ -152,6 +152,12 @@ def _stdin_examples(pair: bool, encoding: str) -> Iterator[Example | None]:
             raise DataError(f"not valid {encoding} (byte 0x{raw[e.start]:02x}){hint}", path="<stdin>", line=n) from None
         if not line.strip():
             continue
+        if "\x00" in line:  # as a file's readers refuse it: no text holds one
+            raise DataError(
+                "a NUL character (byte 0x00): binary input, or UTF-16 text (pass --encoding utf-16)",
+                path="<stdin>",
+                line=n,
+            )
         text, _, text_pair = line.partition("\t") if pair else (line, "", "")
         if pair and not text_pair:
             raise DataError("expected TEXT<tab>TEXT_PAIR", path="<stdin>", line=n)

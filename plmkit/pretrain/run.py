@@ -21,7 +21,7 @@ from plmkit.pretrain.archs import check_options
 from plmkit.pretrain.corpus import CorpusLines, Rows, discard, tokenized_corpus
 from plmkit.pretrain.masking import example_generator
 from plmkit.report.plots import plot_loss_curve
-from plmkit.train.loop import train_loop
+from plmkit.train.loop import resolve_precision, train_loop
 from plmkit.train.processes import across_processes, from_main, is_main_process, main_first
 
 
@@ -45,6 +45,7 @@ def pretrain(
     """Pretrain (or continue pretraining `cfg.init`) on `corpus`; writes a model directory,
     `pretrain_log.json` (loss per step) and `loss_curve.png` to `output`."""
     arch = check_options(cfg)
+    resolve_precision(cfg.loop.mixed_precision)  # fp16 on a CPU: refused before the corpus is read
     output = Path(output)
     torch.manual_seed(cfg.loop.seed)
     lines = CorpusLines(corpus)  # read from the files each time they are needed: never all in memory

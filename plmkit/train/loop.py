@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from plmkit import faults
 from plmkit.config import LoopConfig
 from plmkit.data.batching import BucketBatchSampler, EpochDataset
-from plmkit.errors import TrainingError
+from plmkit.errors import ConfigError, TrainingError
 from plmkit.io import atomic_dir, atomic_write_json, existing_dir
 from plmkit.models.dropout import restore_attention, use_fast_dropout
 from plmkit.models.encoders import eager_attention
@@ -121,7 +121,9 @@ def check_made_from(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> N
 
 def resolve_precision(requested: str) -> str:
     """`auto` uses bf16 only where it runs natively: a CUDA GPU with bf16, or a CPU with
-    AVX512-BF16/AMX. On CPUs without them bf16 is emulated and far slower than fp32."""
+    AVX512-BF16/AMX. On CPUs without them bf16 is emulated and far slower than fp32. fp16 needs a GPU."""
+    if requested == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("mixed_precision: fp16 needs a GPU; use bf16 or no")
     if requested != "auto":
         return requested
     if torch.cuda.is_available():

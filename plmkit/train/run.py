@@ -40,7 +40,7 @@ from plmkit.models.saving import save_model_dir
 from plmkit.registry import TASKS
 from plmkit.tasks.base import Featurized, Labels, Task
 from plmkit.train.infer import run_model
-from plmkit.train.loop import LoopState, train_loop
+from plmkit.train.loop import LoopState, resolve_precision, train_loop
 from plmkit.train.optim import build_optimizer
 from plmkit.train.plan import Plan, check_finite
 from plmkit.train.processes import main_first
@@ -180,8 +180,7 @@ def train(
     if cfg.mode not in task.modes:
         raise ConfigError(f"mode: task {task.name} does not train in mode {cfg.mode}; it takes {', '.join(task.modes)}")
     check_applicable(cfg, task.options)
-    if cfg.loop.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ConfigError("mixed_precision: fp16 needs a GPU; use bf16 or no")
+    resolve_precision(cfg.loop.mixed_precision)  # fp16 on a CPU: refused before anything is read
     cfg = dataclasses.replace(cfg, head=resolve_head(task, cfg))
     output, started = Path(output), time.time()
     dev_spec = default_dev(train_spec, dev_spec) if records is None else dev_spec

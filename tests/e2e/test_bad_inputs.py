@@ -299,6 +299,12 @@ def test_bad_input_head_tokens_not_below_max_length(capsys, tiny_model_dir, tmp_
 def test_bad_input_fp16_on_cpu(capsys, tiny_model_dir, tmp_path):
     err = refused_train(capsys, tmp_path, tiny_model_dir, labelled_csv(tmp_path), extra=["mixed_precision=fp16"])
     assert err == "plmkit train: error: mixed_precision: fp16 needs a GPU; use bf16 or no\n"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("今天天气很好\n我们去公园散步\n", encoding="utf-8")
+    out = tmp_path / "pretrained"
+    argv = ["pretrain", "--corpus", corpus, "--output", out, "mixed_precision=fp16", "vocab_size=100"]
+    err = refused(capsys, argv, output=out)
+    assert err == "plmkit pretrain: error: mixed_precision: fp16 needs a GPU; use bf16 or no\n"
 
 
 @pytest.mark.parametrize("lr", ["0", "-1e-5"])

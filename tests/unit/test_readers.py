@@ -380,6 +380,9 @@ def test_predict_reads_standard_input_at_line_feeds_and_names_a_bad_byte(monkeyp
         _read_predict_input("-", False, "utf-8", "text", "text_pair")
     stdin("坏\n".encode("gbk"))
     assert [e.text for e in _read_predict_input("-", False, "gbk", "text", "text_pair")] == ["坏"]
+    stdin("好\n坏\x00的\n".encode())  # a NUL byte: refused as in a file
+    with pytest.raises(DataError, match=r"^<stdin>:2: a NUL character \(byte 0x00\)"):
+        list(_read_predict_input("-", False, "utf-8", "text", "text_pair"))
 
 
 # --- reading as the examples are taken (predict streams) ----------------------------------------------------------
