@@ -161,6 +161,14 @@ class _Counted:
             yield line
 
 
+def _index(i, n: int, what: str) -> int:
+    """Index `i` of a sequence of `n` (negative from the end), or an IndexError naming `what` it counts."""
+    i = int(i) + n if int(i) < 0 else int(i)
+    if not 0 <= i < n:
+        raise IndexError(f"{what} {i} of {n}")
+    return i
+
+
 class PackedCorpus(Sequence):
     """The segments in a folder `write_packed` wrote: segment i as {"ids": [...], "words": [...]}, read from the
     files when asked for (positioned reads: nothing of the files is mapped or kept)."""
@@ -215,10 +223,7 @@ class PackedCorpus(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        i = int(i) + n if int(i) < 0 else int(i)
-        if not 0 <= i < n:
-            raise IndexError(f"segment {i} of {n}")
+        i = _index(i, len(self), "segment")
         if self._fds is None or self._fds[0] != os.getpid():
             self._fds = (
                 os.getpid(),
@@ -271,11 +276,7 @@ class Rows(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        i = int(i) + n if int(i) < 0 else int(i)
-        if not 0 <= i < n:
-            raise IndexError(f"row {i} of {n}")
-        return self.corpus[self.corpus_index(i)]
+        return self.corpus[self.corpus_index(_index(i, len(self), "row"))]
 
 
 def tokenized_corpus(lines: CorpusLines, output: Path, tokenizer, max_length: int, whole_word: bool) -> PackedCorpus:
