@@ -139,6 +139,8 @@ def _stdin_lines() -> Iterator[bytes | None]:
 def _stdin_examples(pair: bool, encoding: str) -> Iterator[Example | None]:
     """One text (TEXT<tab>TEXT_PAIR for a pair model) a line of standard input, read as they are taken; None
     where no more input is ready yet (`_stdin_lines`)."""
+    from plmkit.data.readers import is_utf8
+
     n, found = 0, False
     for raw in _stdin_lines():
         if raw is None:
@@ -148,7 +150,7 @@ def _stdin_examples(pair: bool, encoding: str) -> Iterator[Example | None]:
         try:
             line = raw.decode(encoding).removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as e:
-            hint = "; pass --encoding gbk" if encoding.lower().replace("-", "") == "utf8" else ""
+            hint = "; pass --encoding gbk" if is_utf8(encoding) else ""
             raise DataError(f"not valid {encoding} (byte 0x{raw[e.start]:02x}){hint}", path="<stdin>", line=n) from None
         if not line.strip():
             continue

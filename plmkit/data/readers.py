@@ -21,21 +21,28 @@ csv.field_size_limit(2**31 - 1)  # long documents are what truncation is for; th
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text"}
 
 
+# what an error about a file that is not valid in its encoding adds when the whole file decodes as GB18030
+GBK_HINT = "; it decodes as GBK/GB18030: pass --encoding gbk (or encoding=gbk)"
+
+
+def is_utf8(encoding: str) -> bool:
+    """Whether `encoding` names UTF-8 as `--encoding` spells it (utf-8, UTF8): the default, read with a BOM
+    skipped, and the one a GBK hint is given for."""
+    return encoding.lower().replace("-", "") == "utf8"
+
+
 def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     path = Path(path)
-    if not path.exists():
-        raise DataError("file not found", path=str(path))
-    if path.is_dir():
-        raise DataError("is a directory, expected a file", path=str(path))
+    _is_file(path)
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig" if encoding.lower().replace("-", "") == "utf8" else encoding)
+        text = raw.decode("utf-8-sig" if is_utf8(encoding) else encoding)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         hint = ""
         try:
             raw.decode("gb18030")
-            hint = "; it decodes as GBK/GB18030: pass --encoding gbk (or encoding=gbk)"
+            hint = GBK_HINT
         except UnicodeDecodeError:
             pass
         raise DataError(
@@ -84,7 +91,7 @@ def iter_lines(path: str | Path, encoding: str = "utf-8") -> Iterator[str]:
     encoding in which a line feed is not the byte 0x0a (UTF-16, UTF-32) is decoded whole instead."""
     path = Path(path)
     _is_file(path)
-    utf8 = encoding.lower().replace("-", "") == "utf8"
+    utf8 = is_utf8(encoding)
     codec = "utf-8" if utf8 else encoding
     try:
         byte_lines = "\n".encode(codec) == b"\n"
@@ -116,7 +123,7 @@ def _iter_byte_lines(path: Path, encoding: str, codec: str, utf8: bool) -> Itera
                 at = offset + skip + e.start
                 hint = ""
                 if _decodes(path, "gb18030"):
-                    hint = "; it decodes as GBK/GB18030: pass --encoding gbk (or encoding=gbk)"
+                    hint = GBK_HINT
                 raise DataError(
                     f"not valid {encoding} (byte 0x{raw[skip + e.start]:02x} at offset {at}){hint}",
                     path=str(path),

@@ -89,10 +89,7 @@ def pretrain(
                 out.append(arch.loss(model, batch).item() * len(items))
             return out
 
-        total = 0.0
-        for value in across_processes([1] * len(starts), losses):
-            total += value
-        return {"dev_loss": total / max(1, len(dev))}
+        return {"dev_loss": sum(across_processes([1] * len(starts), losses)) / max(1, len(dev))}
 
     started = time.time()
 
