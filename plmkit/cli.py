@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pt.add_argument("--output", required=True)
     pt.add_argument("--config", help="YAML recipe")
+    pt.add_argument("--encoding", default=None, help="corpus encoding, e.g. gbk")
     pt.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint")
     pt.add_argument("overrides", nargs="*", metavar="key=value")
 
@@ -271,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             result = api.demo(output=args.output, overrides=overrides, config=args.config)
         elif args.command == "pretrain":
-            if args.arch:
-                overrides["arch"] = args.arch
+            for key in ("arch", "encoding"):
+                if getattr(args, key):
+                    overrides[key] = getattr(args, key)
             result = api.pretrain(
                 args.corpus, args.output, config=args.config, overrides=overrides, resume=args.resume, command=command
             )

@@ -197,6 +197,7 @@ class PretrainConfig:
     dynamic_masking: bool = True  # re-draw masks every epoch
     nsp: bool = False  # bert: next-sentence prediction beside MLM
     heldout_fraction: float = 0.01
+    encoding: str = "utf-8"  # of the corpus files (builtin corpora are text already)
     albert: AlbertOptions = field(default_factory=AlbertOptions)
     electra: ElectraOptions = field(default_factory=ElectraOptions)
     spanbert: SpanBertOptions = field(default_factory=SpanBertOptions)

@@ -48,7 +48,7 @@ def pretrain(
     resolve_precision(cfg.loop.mixed_precision)  # fp16 on a CPU: refused before the corpus is read
     output = Path(output)
     torch.manual_seed(cfg.loop.seed)
-    lines = CorpusLines(corpus)  # read from the files each time they are needed: never all in memory
+    lines = CorpusLines(corpus, cfg.encoding)  # read from the files each time they are needed: never all in memory
     if cfg.init:
         source = main_first(lambda: resolve_model(cfg.init))  # a shipped model is converted on first use: once
         tokenizer = load_tokenizer(source)

@@ -5,6 +5,7 @@ matches, never used when damaged or half written."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -264,6 +265,23 @@ def test_corpus_errors_are_named(files, tmp_path, tokenizer):
     with pytest.raises(ConfigError, match="max_length: 2 leaves no room"):
         tokenized_corpus(CorpusLines([str(files[0])]), tmp_path, tokenizer, 2, False)
     assert not (tmp_path / CACHE).exists()
+
+
+def test_a_gbk_corpus_is_refused_with_the_option_that_reads_it_and_read_with_it(tmp_path, capsys):
+    """The hint names --encoding, and pretrain has it: the corpus is read in the encoding given."""
+    from plmkit.cli import main
+
+    corpus = tmp_path / "gbk.txt"
+    corpus.write_bytes("今天天气很好\n我们去公园散步\n".encode("gbk"))
+    out = tmp_path / "out"
+    small = ["vocab_size=100", "hidden_size=32", "num_layers=1", "num_heads=2", "intermediate_size=64"]
+    argv = ["pretrain", "--corpus", str(corpus), "--output", str(out), "max_steps=1", "progress=false", *small]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{corpus}:1: not valid utf-8" in err and "pass --encoding gbk" in err
+    assert main([*argv, "--encoding", "gbk"]) == 0
+    vocab = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    assert {"今", "天", "公", "园"} <= vocab.keys()  # the characters themselves, decoded from GBK
 
 
 TINY = {
