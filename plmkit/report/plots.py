@@ -109,7 +109,8 @@ def plot_loss_curve(
         ax.set_ylabel("loss")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if losses or dev:  # a run too short to log a loss has no line to name
+            ax.legend()
         _save_png(fig, path)
 
 
